@@ -1,0 +1,42 @@
+"""The Brain's one interface: `async plan(context) -> BrainPlan`.
+
+A planner sees the message, the recent history, the case state, the tenant policy and the
+tool specs. It never gets a database handle, an HTTP client or a key: it plans, and the
+Hands act.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.config import TenantPolicy
+from bot.contracts import BrainPlan, MessageEnvelope
+from bot.hands.registry import ToolSpec
+
+
+@dataclass
+class PlanContext:
+    envelope: MessageEnvelope
+    history: list[dict] = field(default_factory=list)  # [{"role", "text"}], oldest first
+    case_state: dict = field(default_factory=dict)
+    policy: TenantPolicy = field(default_factory=TenantPolicy)
+    tools: list[ToolSpec] = field(default_factory=list)
+    verified_email: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.envelope.text
+
+    def tool_names(self) -> set[str]:
+        return {t.name for t in self.tools}
+
+
+class Planner(Protocol):
+    name: str
+
+    async def plan(self, context: PlanContext) -> BrainPlan: ...
+
+
+class PlanInvalid(Exception):
+    """A plan that names an unknown or forbidden tool, or args that do not validate."""

@@ -1,0 +1,156 @@
+"""Drafting: the reply, composed only from tool results and citations.
+
+Every fact in a draft (an order ID, a date, an amount) is copied from a `ToolResult`; the
+output guard (bot/guards.py) checks that this stays true for any planner's wording.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.brain import policy
+from bot.contracts import BrainPlan, Citation, ToolResult
+
+OFFER_HUMAN = "Would you like me to bring in a teammate? Just say yes."
+NOT_CERTAIN = "I'm not certain about that, so I'd rather not guess. " + OFFER_HUMAN
+SAFE_FAILURE = ("Sorry, something went wrong on our side while I was looking into this. "
+                "I've opened a ticket so a teammate will follow up with you.")
+GREETING = ("Hi! I'm Deskhand. I can check on an order, explain our shipping, returns and payment "
+            "policies, start a refund, or get you a human. What can I do for you?")
+THANKS = "You're welcome! Is there anything else I can help with?"
+HANDED_OFF = "I've passed this conversation to a teammate, who will reply here shortly."
+
+ERROR_REPLIES = {
+    "timeout": "The order system is slow to answer right now.",
+    "circuit_open": "The order system is having trouble, so I've paused calls to it for a minute.",
+    "rate_limited": "I'm getting a lot of requests for that right now.",
+    "not_verified": "For your security I can only share orders placed from the address you're writing from.",
+    "not_allowed": "I'm not able to do that here.",
+    "kb_unavailable": "Our help centre isn't available right now.",
+}
+
+STATUS_PHRASES = {
+    "pending": "has been received and is waiting for payment confirmation",
+    "processing": "is being packed",
+    "shipped": "has shipped",
+    "out_for_delivery": "is out for delivery",
+    "delivered": "was delivered",
+    "delayed": "is delayed in transit",
+    "cancelled": "was cancelled",
+    "returned": "was returned to us",
+    "refunded": "was refunded",
+}
+
+
+@dataclass
+class Draft:
+    text: str
+    citations: list[Citation] = field(default_factory=list)
+    offer_human: bool = False
+    pending_action_id: str | None = None
+    handed_off: bool = False
+
+
+def describe_order(o: dict) -> str:
+    parts = [f"Order {o['order_id']} {STATUS_PHRASES.get(o['status'], 'is ' + o['status'])}"]
+    if o.get("delivered_at"):
+        parts[0] += f" on {o['delivered_at']}"
+    sentence = parts[0] + "."
+    if o.get("carrier") and o.get("shipped_at") and not o.get("delivered_at"):
+        sentence += f" It left us with {o['carrier']} on {o['shipped_at']} (tracking {o['tracking_number']})"
+        sentence += f" and should arrive by {o['eta']}." if o.get("eta") else "."
+    for r in o.get("refunds", []):
+        sentence += f" Refund {r['refund_id']} of {r['amount']:.2f} {o.get('currency', 'USD')} is {r['status']}."
+    return sentence
+
+
+def _kb_answer(result: ToolResult, floor: float) -> Draft | None:
+    hits = [h for h in (result.data or {}).get("hits", []) if h["relevance"] >= floor]
+    if not hits:
+        return None
+    best = hits[0]
+    passage = best["text"].strip()
+    if len(passage) > 700:
+        cut = passage[:700]
+        passage = cut[: cut.rfind(". ") + 1] if ". " in cut else cut + "…"
+    citations = [Citation(**h["citation"]) for h in hits]
+    return Draft(text=passage, citations=citations)
+
+
+def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float) -> Draft:
+    if plan.needs_clarification:
+        return Draft(text=plan.clarification_question or "Could you tell me a bit more?")
+    if plan.offer_human:
+        return Draft(text="I'm not sure I can help with that one. " + OFFER_HUMAN, offer_human=True)
+    if plan.intent == "greeting" and not results:
+        return Draft(text=GREETING)
+    if plan.intent == "thanks" and not results:
+        return Draft(text=THANKS)
+    if plan.final_answer and not results:
+        return Draft(text=plan.final_answer, citations=plan.citations)
+
+    by_tool = {r.tool: r for r in results}
+    lines: list[str] = []
+    draft = Draft(text="")
+
+    if (r := by_tool.get("escalate_to_human")) and r.ok:
+        return Draft(text=HANDED_OFF, handed_off=True)
+
+    if r := by_tool.get("get_order_status"):
+        if not r.ok:
+            lines.append(ERROR_REPLIES.get(r.error_kind or "", "I couldn't look that order up just now."))
+            draft.offer_human = True
+        elif not r.data["found"]:
+            ref = r.data.get("order_id")
+            lines.append(f"I couldn't find an order {ref}. Could you double-check the number?" if ref
+                         else "I couldn't find any orders for your address.")
+        else:
+            lines.extend(describe_order(o) for o in r.data["orders"][:3])
+
+    if r := by_tool.get("process_refund"):
+        if r.ok and r.pending_action_id:
+            d = r.data
+            lines.append(f"I've asked a teammate to approve a refund of {d['amount']:.2f} for order "
+                         f"{d['order_id']}. You'll hear back here as soon as it's reviewed.")
+            draft.pending_action_id = r.pending_action_id
+        elif r.ok:
+            lines.append(f"Refund {r.data['refund_id']} of {r.data['amount']:.2f} is {r.data['status']}.")
+        elif r.error_kind == "not_found":
+            lines.append("I couldn't find that order. Could you double-check the number?")
+        elif r.error_kind in ERROR_REPLIES:
+            lines.append(ERROR_REPLIES[r.error_kind])
+            draft.offer_human = True
+        else:
+            lines.append("I can't start a refund on that order myself, because it has nothing left "
+                         "to refund or the amount is more than was paid.")
+            draft.offer_human = True
+
+    if r := by_tool.get("create_ticket"):
+        if r.ok:
+            lines.append(f"I've opened ticket {r.data['ticket_id']} ({r.data['subject']}). "
+                         "A teammate will follow up with you.")
+        else:
+            lines.append(ERROR_REPLIES.get(r.error_kind or "", "I couldn't open a ticket just now."))
+            draft.offer_human = True
+
+    if r := by_tool.get("search_kb"):
+        answer = _kb_answer(r, kb_floor) if r.ok else None
+        if answer:
+            prefix = "Meanwhile, from our help centre: " if lines else ""
+            lines.append(prefix + answer.text)
+            draft.citations = answer.citations
+        elif not lines:
+            reason = ERROR_REPLIES["kb_unavailable"] + " " if not r.ok else ""
+            lines.append(reason + NOT_CERTAIN if reason else NOT_CERTAIN)
+            draft.offer_human = True
+
+    if not lines:
+        lines.append(NOT_CERTAIN)
+        draft.offer_human = True
+    elif draft.offer_human and OFFER_HUMAN not in " ".join(lines):
+        lines.append(OFFER_HUMAN)
+    draft.text = " ".join(lines)
+    return draft
+
+
+__all__ = ["Draft", "compose", "policy"]

@@ -1,0 +1,93 @@
+"""The rules planner: the offline default. Regex first, then the intent classifier, then
+the tenant's intent → plan mapping. Multi-turn through the case state: a question it asks
+("which order number?") is remembered, and the next message fills it."""
+
+from __future__ import annotations
+
+import re
+
+from bot.brain import policy
+from bot.brain.base import PlanContext
+from bot.brain.extract import extract, is_bare_reference
+from bot.brain.intents import IntentClassifier
+from bot.contracts import BrainPlan, OnError, PlanStep
+
+ASK_ORDER_ID = "Which order number is this about? You will find it in your order confirmation email."
+CLARIFY = ("I want to make sure I get this right. Could you tell me a bit more? I can help with "
+           "orders, deliveries, refunds, invoices, payments and account questions.")
+_YES = re.compile(r"^\W*(yes|yeah|yep|sure|please|ok(ay)?|y|human|agent|a human|person|a person)\b[\w\s!.,]*$", re.I)
+
+
+class RulesPlanner:
+    name = "rules"
+
+    def __init__(self, classifier: IntentClassifier | None = None, clarify_threshold: float = 0.55):
+        self.classifier = classifier or IntentClassifier.default()
+        self.clarify_threshold = clarify_threshold
+
+    async def plan(self, context: PlanContext) -> BrainPlan:
+        return self.plan_sync(context)
+
+    def plan_sync(self, context: PlanContext) -> BrainPlan:
+        text = context.text
+        state = context.case_state
+        entities = extract(text)
+        order_id = entities.order_id
+
+        # 1. An answer to the question we asked last turn.
+        if state.get("awaiting") == "order_id" and order_id:
+            return self._plan_for(state["pending_intent"], 0.95, context, order_id)
+        if state.get("offered_human") and _YES.match(text.strip()):
+            return self._plan_for("contact_human_agent", 0.95, context, order_id)
+
+        # 2. A bare order reference with nothing pending reads as "what's up with this order?"
+        if order_id and is_bare_reference(text, entities):
+            return self._plan_for("track_order", 0.8, context, order_id)
+
+        # 3. The classifier.
+        guess = self.classifier.classify(text)
+        if guess.intent == policy.OUT_OF_SCOPE or guess.confidence < self.clarify_threshold:
+            if state.get("clarifications", 0) >= 1:
+                return BrainPlan(intent=policy.OUT_OF_SCOPE, confidence=guess.confidence, offer_human=True)
+            return BrainPlan(intent=guess.intent, confidence=guess.confidence,
+                             needs_clarification=True, clarification_question=CLARIFY)
+        # Follow-ups may lean on the order the conversation is already about.
+        return self._plan_for(guess.intent, guess.confidence, context, order_id or state.get("order_id"))
+
+    def _plan_for(self, intent: str, confidence: float, context: PlanContext, order_id: str | None) -> BrainPlan:
+        tools = policy.tools_for(intent, context.policy.intent_plans)
+        allowed = [t for t in tools if t in context.tool_names() and context.policy.tool_allowed(t)]
+        text = context.text
+        if intent in policy.NEEDS_ORDER_ID and not order_id:
+            if intent in policy.ORDER_LOOKUP and context.verified_email and "get_order_status" in allowed:
+                return BrainPlan(intent=intent, confidence=confidence, steps=[
+                    PlanStep(tool="get_order_status", args={"email": context.verified_email})])
+            return BrainPlan(intent=intent, confidence=confidence, needs_clarification=True,
+                             clarification_question=ASK_ORDER_ID, awaiting="order_id")
+        steps = [self._step(tool, intent, context, order_id) for tool in allowed]
+        return BrainPlan(intent=intent, confidence=confidence, steps=steps)
+
+    def _step(self, tool: str, intent: str, context: PlanContext, order_id: str | None) -> PlanStep:
+        text = context.text
+        if tool == "get_order_status":
+            return PlanStep(tool=tool, args={"order_id": order_id}, on_error=OnError.ask_user)
+        if tool == "process_refund":
+            amounts = extract(text).amounts
+            args = {"order_id": order_id, "reason": text[:500]}
+            if amounts:
+                args["amount"] = amounts[0]
+            return PlanStep(tool=tool, args=args, on_error=OnError.escalate_to_human)
+        if tool == "create_ticket":
+            subject = policy.TICKET_SUBJECTS.get(intent, intent.replace("_", " ").capitalize())
+            if order_id:
+                subject += f" {order_id}"
+            return PlanStep(tool=tool, args={
+                "email": context.verified_email or "", "subject": subject, "body": text[:10_000],
+                "priority": policy.PRIORITY.get(intent, "normal")}, on_error=OnError.escalate_to_human)
+        if tool == "escalate_to_human":
+            excerpt = "\n".join(f"{m['role']}: {m['text']}" for m in context.history[-6:])
+            excerpt = (excerpt + f"\nuser: {text}").strip()[-4000:]
+            return PlanStep(tool=tool, args={"reason": intent.replace("_", " "), "transcript_excerpt": excerpt})
+        if tool == "search_kb":
+            return PlanStep(tool=tool, args={"query": text[:2000]})
+        return PlanStep(tool=tool, args={})

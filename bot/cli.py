@@ -1,0 +1,319 @@
+"""The `deskhand` command line. Every command has a one-line summary and an example."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from bot.config import load_settings
+from bot.contracts import BrainPlan, Channel, MessageEnvelope
+from bot.logs import configure_logging
+
+app = typer.Typer(
+    help="Deskhand: a support agent for teams that live in Slack.\n\n"
+         "Try `deskhand chat` for an offline conversation with the demo shop.",
+    no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+)
+console = Console()
+
+TenantOpt = typer.Option(None, "--tenant", help="Tenant (Slack team_id); default from config.")
+UserOpt = typer.Option("U_CLI", "--user", help="Who is speaking (a Slack-style user ID).")
+
+
+class TerminalResponder:
+    """Prints replies and notices to the terminal (the CLI's surface)."""
+
+    async def deliver(self, envelope, outcome) -> None:
+        print_reply(outcome)
+
+    async def notify(self, session: dict, text: str, **info: Any) -> None:
+        console.print(f"[bold magenta]deskhand (to {session['id']})[/]: {text}")
+
+
+def print_reply(outcome) -> None:
+    if outcome.reply is None:
+        console.print("[dim](a teammate has this conversation; Deskhand stays quiet)[/]")
+        return
+    console.print(f"[bold cyan]deskhand[/]: {outcome.reply}", highlight=False)
+    for c in outcome.citations:
+        console.print(f"  [dim]source: {c.title} — {c.section} {c.url}[/]", highlight=False)
+    if outcome.pending_action_id:
+        console.print(f"  [dim]pending approval {outcome.pending_action_id}: "
+                      f"deskhand approve {outcome.pending_action_id} --as U_LEAD[/]")
+
+
+def _run(coro):
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+
+
+def _settings():
+    settings = load_settings()
+    configure_logging(settings.log_level, log_file=settings.log_file or settings.home / "deskhand.log")
+    return settings
+
+
+@app.command()
+def chat(
+    user: str = UserOpt,
+    email: Optional[str] = typer.Option(None, help="Act as a customer verified as this email."),
+    tenant: Optional[str] = TenantOpt,
+) -> None:
+    """Chat with the bot in the terminal (offline planner, demo shop).
+
+    Example:  deskhand chat --email ada@example.com
+    Then try: "where is my order?", "A-1042", "I want a refund for A-1120", "how long do refunds take?"
+    """
+    from bot.runtime import open_runtime
+
+    settings = _settings()
+
+    async def main() -> None:
+        async with open_runtime(settings) as rt:
+            rt.orchestrator.responders["cli"] = TerminalResponder()
+            await rt.orchestrator.resume()
+            tenant_id = tenant or settings.default_tenant
+            with console.status("Loading the help centre…"):
+                await rt.ensure_kb(tenant_id)
+            session = f"cli:{uuid.uuid4().hex[:8]}"
+            console.print("[bold]Deskhand[/] demo chat. Type a message; /approve ID, /reject ID, /quit.")
+            while True:
+                try:
+                    text = await asyncio.to_thread(console.input, "[bold green]you[/]: ")
+                except EOFError:
+                    break
+                text = text.strip()
+                if not text:
+                    continue
+                if text in ("/quit", "/exit"):
+                    break
+                if text.startswith(("/approve ", "/reject ")):
+                    verb, action_id = text.split(maxsplit=1)
+                    d = await rt.decide(action_id, "U_LEAD", verb == "/approve")
+                    console.print(f"[dim]{d.message}[/]")
+                    continue
+                meta = {"verified_email": email} if email else {}
+                env = MessageEnvelope(tenant_id=tenant_id, channel=Channel.cli, user_id=user,
+                                      session_id=session, text=text, metadata=meta)
+                await rt.orchestrator.handle(env)
+
+    _run(main())
+
+
+@app.command()
+def ask(
+    text: str = typer.Argument(..., help="The message."),
+    as_json: bool = typer.Option(False, "--json", help="Print envelope, plan, tool results and reply."),
+    session: Optional[str] = typer.Option(None, help="Continue a conversation (same session ID)."),
+    user: str = UserOpt,
+    email: Optional[str] = typer.Option(None, help="Verified customer email."),
+    tenant: Optional[str] = TenantOpt,
+) -> None:
+    """Run one turn and print the answer.
+
+    Example:  deskhand ask "where is order A-1042?" --json
+    """
+    from bot.runtime import open_runtime
+
+    settings = _settings()
+
+    async def main() -> None:
+        async with open_runtime(settings) as rt:
+            tenant_id = tenant or settings.default_tenant
+            await rt.ensure_kb(tenant_id)
+            meta = {"verified_email": email} if email else {}
+            env = MessageEnvelope(tenant_id=tenant_id, channel=Channel.cli, user_id=user,
+                                  session_id=session or f"cli:{uuid.uuid4().hex[:8]}", text=text, metadata=meta)
+            outcome = await rt.orchestrator.handle(env)
+            if as_json:
+                typer.echo(json.dumps({
+                    "envelope": env.model_dump(mode="json"),
+                    "plan": outcome.plan.model_dump(mode="json") if outcome.plan else None,
+                    "tool_results": [r.model_dump(mode="json") for r in outcome.results],
+                    **outcome.as_dict(),
+                }, indent=2))
+            else:
+                print_reply(outcome)
+
+    _run(main())
+
+
+@app.command()
+def resume() -> None:
+    """Finish turns a previous process left unfinished, printing their replies.
+
+    Example:  deskhand resume
+    """
+    from bot.runtime import open_runtime
+
+    settings = _settings()
+
+    async def main() -> None:
+        async with open_runtime(settings) as rt:
+            rt.orchestrator.responders["cli"] = TerminalResponder()
+            outcomes = await rt.orchestrator.resume()
+            console.print(f"[dim]resumed {len(outcomes)} turn(s)[/]")
+
+    _run(main())
+
+
+@app.command("plan")
+def plan_cmd(
+    file: Optional[Path] = typer.Argument(None, help='JSONL of {"text": …}; stdin when omitted.'),
+    tenant: Optional[str] = TenantOpt,
+) -> None:
+    """Plan each message of a JSONL file (or stdin) and print one BrainPlan JSON per line.
+
+    Nothing is executed: this is for evaluation and replay.
+
+    Example:  echo '{"text": "where is A-1042?"}' | deskhand plan
+    """
+    from bot.brain.base import PlanContext
+    from bot.hands.registry import default_registry
+    from bot.runtime import build_planner
+
+    settings = _settings()
+    registry = default_registry()
+    planner = build_planner(settings, registry)
+    tenant_id = tenant or settings.default_tenant
+    lines = (file.read_text() if file else sys.stdin.read()).splitlines()
+
+    async def main() -> None:
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                typer.echo(json.dumps({"error": f"line {i}: expected a JSON object with a 'text' field"}))
+                continue
+            env = MessageEnvelope(tenant_id=tenant_id, channel=Channel.cli, user_id="U_PLAN",
+                                  session_id=f"plan:{i}", text=text)
+            policy = settings.policy(tenant_id)
+            plan: BrainPlan = await planner.plan(PlanContext(
+                envelope=env, policy=policy,
+                tools=[s for s in registry.specs() if policy.tool_allowed(s.name)]))
+            typer.echo(plan.model_dump_json())
+
+    _run(main())
+
+
+def _decide(action_id: str, approver: str, approve: bool) -> None:
+    from bot.runtime import open_runtime
+
+    settings = _settings()
+
+    async def main() -> int:
+        async with open_runtime(settings) as rt:
+            rt.orchestrator.responders["cli"] = TerminalResponder()
+            decision = await rt.decide(action_id, approver, approve)
+            console.print(decision.message)
+            return 0 if decision.ok else 1
+
+    raise typer.Exit(_run(main()))
+
+
+@app.command()
+def approve(action_id: str, approver: str = typer.Option(..., "--as", help="Approver's user ID.")) -> None:
+    """Approve a pending action (a refund) as a named approver; it runs exactly once.
+
+    Example:  deskhand approve pa_1234abcd --as U_LEAD
+    """
+    _decide(action_id, approver, True)
+
+
+@app.command()
+def reject(action_id: str, approver: str = typer.Option(..., "--as", help="Approver's user ID.")) -> None:
+    """Reject a pending action as a named approver.
+
+    Example:  deskhand reject pa_1234abcd --as U_LEAD
+    """
+    _decide(action_id, approver, False)
+
+
+@app.command()
+def pending(tenant: Optional[str] = TenantOpt) -> None:
+    """List actions waiting for approval.
+
+    Example:  deskhand pending
+    """
+    from bot.store import Store
+
+    settings = _settings()
+    store = Store(settings.db_path)
+    for a in store.pending_list(tenant):
+        typer.echo(f"{a.id}  {a.tool}  {json.dumps(a.args)}  requested by {a.requested_by}")
+    store.close()
+
+
+@app.command("eval")
+def eval_cmd(
+    golden: Optional[Path] = typer.Option(None, help="Folder of golden YAML conversations."),
+    fail_under: float = typer.Option(0.0, help="Exit 1 when the turn pass rate is below this."),
+) -> None:
+    """Run the golden conversations and print intent and tool accuracy, citation coverage,
+    and the handoff and clarification rates.
+
+    Example:  deskhand eval --fail-under 1.0
+    """
+    from bot.evaluation import GOLDEN_DIR, run_eval
+    from bot.runtime import open_runtime
+
+    settings = _settings()
+
+    async def main():
+        async with open_runtime(settings) as rt:
+            return await run_eval(rt, golden or GOLDEN_DIR)
+
+    report = _run(main())
+    for failure in report.failures:
+        typer.echo(f"FAIL {failure}", err=True)
+    summary = report.summary()
+    typer.echo(json.dumps(summary, indent=2))
+    if summary["pass_rate"] < fail_under:
+        raise typer.Exit(1)
+
+
+@app.command()
+def trace(correlation_id: str) -> None:
+    """Show the timeline of one turn: each state, its duration and what it decided.
+
+    Example:  deskhand trace 3f9c2a1b7d4e5f60
+    """
+    from bot.store import Store
+
+    settings = _settings()
+    store = Store(settings.db_path)
+    spans = store.traces_for(correlation_id)
+    if not spans:
+        typer.echo(f"no spans for {correlation_id}", err=True)
+        raise typer.Exit(1)
+    for s in spans:
+        typer.echo(f"{s['ts']}  {s['span']:<10} {s['duration_ms']:8.2f} ms  {json.dumps(s['data'])}")
+    store.close()
+
+
+def _mount_optional(name: str, module: str, attr: str) -> None:
+    # Sub-apps register themselves here; a missing optional part never breaks the CLI.
+    try:
+        sub = getattr(__import__(module, fromlist=[attr]), attr)
+    except ImportError:
+        return
+    app.add_typer(sub, name=name)
+
+
+_mount_optional("kb", "kb_loader.cli", "kb_app")
+_mount_optional("mail", "mailbridge.cli", "mail_app")
+
+
+def main() -> None:
+    app()

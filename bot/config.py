@@ -1,0 +1,164 @@
+"""Typed configuration: the one place Deskhand reads its settings.
+
+Process-wide settings come from the environment (prefix `DESKHAND_`, plus the standard
+`SLACK_*` and `OPENAI_*` names) or a `.env` file. Per-tenant policy comes from a YAML file
+(`DESKHAND_TENANTS_FILE`); tenants not listed there get `TenantPolicy()` defaults.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = PROJECT_ROOT / "fixtures"
+DEFAULT_TENANT = "T_DEMO"
+
+
+class HttpBackendConfig(BaseModel):
+    """A team's own shop/helpdesk API (see bot/hands/backends/http.py)."""
+
+    base_url: str
+    token: str = ""
+    timeout_s: float = 5.0
+
+
+class TenantPolicy(BaseModel):
+    """Per-team policy. The tenant is the Slack team_id or the mailbox's configured tenant."""
+
+    name: str = ""
+    support_channel: str = ""
+    approvers: list[str] = Field(default_factory=list)
+    approver_usergroup: str = ""
+    admins: list[str] = Field(default_factory=list)
+    # None means every registered tool; otherwise an allow-list.
+    allowed_tools: list[str] | None = None
+    forbidden_tools: list[str] = Field(default_factory=list)
+    shadow_mode: bool = False
+    # Whether raw PII (emails, phone numbers) may go to a third-party model.
+    allow_pii_to_model: bool = False
+    # Overrides of the default intent -> tools mapping (DESIGN §4).
+    intent_plans: dict[str, list[str]] = Field(default_factory=dict)
+    # Senders whose forwarded mail is attributed to the original sender.
+    trusted_forwarders: list[str] = Field(default_factory=list)
+    backend: HttpBackendConfig | None = None
+
+    def tool_allowed(self, tool: str) -> bool:
+        if tool in self.forbidden_tools:
+            return False
+        return self.allowed_tools is None or tool in self.allowed_tools
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DESKHAND_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(default=Path(".deskhand"), description="Data directory (SQLite, Chroma, mail).")
+    tenants_file: Path | None = None
+    default_tenant: str = DEFAULT_TENANT
+    log_level: str = "INFO"
+    log_file: Path | None = None
+
+    # Brain
+    planner: Literal["rules", "llm", "auto"] = "rules"
+    clarify_threshold: float = 0.55
+    max_tool_calls: int = 3
+    history_token_budget: int = 1500
+
+    # Hands
+    tool_timeout_s: float = 2.0
+    breaker_failures: int = 3
+    breaker_window_s: float = 60.0
+    breaker_cooldown_s: float = 60.0
+    rate_per_second: float = 20.0
+    order_cache_ttl_s: float = 60.0
+
+    # Orchestrator
+    workers: int = 8
+    queue_size: int = 1000
+
+    # Knowledge base
+    kb_dir: Path = FIXTURES / "kb"
+    kb_reload_minutes: float = 60.0
+    kb_stale_hours: float = 24.0 * 7
+    kb_encoder: Literal["minilm", "folder", "openai"] = "minilm"
+    kb_encoder_path: Path | None = None
+    kb_relevance_floor: float = 0.3
+
+    # LLM planner (any OpenAI-compatible server)
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        validation_alias=AliasChoices("DESKHAND_OPENAI_BASE_URL", "OPENAI_BASE_URL"),
+    )
+    openai_api_key: str = Field(
+        default="", validation_alias=AliasChoices("DESKHAND_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    llm_small_model: str = "gpt-4o-mini"
+    llm_large_model: str = "gpt-4o"
+    llm_fallback_model: str = "gpt-4o-mini"
+    llm_mode: Literal["tools", "json"] = "tools"
+    llm_timeout_s: float = 8.0
+    llm_large_threshold: float = 0.6
+
+    # Slack
+    slack_bot_token: str = Field(
+        default="", validation_alias=AliasChoices("DESKHAND_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN")
+    )
+    slack_app_token: str = Field(
+        default="", validation_alias=AliasChoices("DESKHAND_SLACK_APP_TOKEN", "SLACK_APP_TOKEN")
+    )
+    slack_api_url: str = "https://slack.com/api/"
+
+    # Mail bridge
+    smtp_enabled: bool = False
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_recipients: list[str] = Field(default_factory=lambda: ["support@deskhand.example"])
+    mail_tenant: str = DEFAULT_TENANT
+    mail_from: str = "support@deskhand.example"
+    mail_max_bytes: int = 10 * 1024 * 1024
+    relay_host: str = "127.0.0.1"
+    relay_port: int = 2525
+    relay_starttls: bool = False
+    relay_username: str = ""
+    relay_password: str = ""
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_username: str = ""
+    imap_password: str = ""
+    imap_poll_s: float = 60.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "deskhand.db"
+
+    @property
+    def shop_db_path(self) -> Path:
+        return self.home / "shop.db"
+
+    @cached_property
+    def tenants(self) -> dict[str, TenantPolicy]:
+        if not self.tenants_file:
+            default = FIXTURES / "tenants.yml"
+            path = default if default.exists() else None
+        else:
+            path = self.tenants_file
+        if path is None:
+            return {}
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return {tid: TenantPolicy(**(policy or {})) for tid, policy in raw.get("tenants", {}).items()}
+
+    def policy(self, tenant_id: str) -> TenantPolicy:
+        return self.tenants.get(tenant_id) or TenantPolicy()
+
+
+def load_settings(**overrides) -> Settings:
+    settings = Settings(**overrides)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings

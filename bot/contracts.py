@@ -1,0 +1,150 @@
+"""Deskhand's data contracts: the shapes that cross every boundary.
+
+Handlers build a `MessageEnvelope`; the Brain returns a `BrainPlan`; the Hands return
+`ToolResult`s; approvals are `PendingAction`s; answers cite `Citation`s; every step of a
+turn leaves a `TraceEvent`. Everything else in the codebase is built around these.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from bot.redact import mask_sensitive
+
+# Longest message text we accept. Slack caps a message at 40,000 characters; email bodies
+# are cut to this too so one huge message cannot stall the planner.
+MAX_TEXT_CHARS = 40_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def _clean_text(text: str) -> str:
+    # Masking happens here, in the type, so no code path can build an envelope that holds a
+    # card number or a secret: everything downstream (store, logs, planner) sees masked text.
+    text = text.replace("\x00", "")
+    if len(text) > MAX_TEXT_CHARS:
+        text = text[:MAX_TEXT_CHARS]
+    return mask_sensitive(text)
+
+
+MaskedText = Annotated[str, AfterValidator(_clean_text)]
+
+
+class Channel(StrEnum):
+    slack_dm = "slack_dm"
+    slack_channel = "slack_channel"
+    slack_thread = "slack_thread"
+    email = "email"
+    cli = "cli"
+
+
+class Attachment(BaseModel):
+    name: str
+    content_type: str = "application/octet-stream"
+    size: int = 0
+
+
+class MessageEnvelope(BaseModel):
+    """One inbound message, from any surface, already masked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=lambda: new_id("msg"))
+    tenant_id: str
+    channel: Channel
+    user_id: str
+    session_id: str
+    text: MaskedText
+    locale: str = "en"
+    attachments: list[Attachment] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class OnError(StrEnum):
+    continue_ = "continue"
+    escalate_to_human = "escalate_to_human"
+    ask_user = "ask_user"
+
+
+class PlanStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    on_error: OnError = OnError.continue_
+
+
+class Citation(BaseModel):
+    doc_id: str
+    title: str
+    url: str = ""
+    section: str = ""
+    snippet: str = ""
+
+
+class BrainPlan(BaseModel):
+    """What the Brain decided. It is only a plan: the Hands validate and act."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intent: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    steps: list[PlanStep] = Field(default_factory=list)
+    final_answer: str | None = None
+    citations: list[Citation] = Field(default_factory=list)
+    needs_clarification: bool = False
+    clarification_question: str | None = None
+    # What a clarification asks for ("order_id"), so the next message can fill it.
+    awaiting: str | None = None
+    # The planner offers a human instead of acting (low confidence after one clarification).
+    offer_human: bool = False
+    planner: str = "rules"
+
+
+class ToolResult(BaseModel):
+    tool: str
+    ok: bool
+    data: dict[str, Any] | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    cost_ms: float = 0.0
+    cached: bool = False
+    pending_action_id: str | None = None
+
+
+class TraceEvent(BaseModel):
+    correlation_id: str
+    span: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    ts: datetime = Field(default_factory=utcnow)
+    duration_ms: float = 0.0
+
+
+PendingStatus = Literal["pending", "approved", "rejected", "expired"]
+
+
+class PendingAction(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("pa"))
+    tenant_id: str
+    session_id: str
+    tool: str
+    args: dict[str, Any]
+    requested_by: str
+    status: PendingStatus = "pending"
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    idempotency_key: str
+    created_at: datetime = Field(default_factory=utcnow)
+    result: dict[str, Any] | None = None

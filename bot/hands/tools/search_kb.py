@@ -1,0 +1,43 @@
+"""search_kb: hybrid search over the tenant's knowledge base, with citations."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel, Field
+
+from bot.contracts import Citation
+from bot.hands.context import HandContext
+from bot.hands.errors import KBUnavailable
+from bot.hands.registry import hand
+
+
+class SearchKbArgs(BaseModel):
+    query: str = Field(min_length=1, max_length=2000)
+    top_k: int = Field(default=3, ge=1, le=3)
+
+
+class KbHit(BaseModel):
+    citation: Citation
+    text: str
+    score: float
+    relevance: float
+
+
+class KbResults(BaseModel):
+    hits: list[KbHit]
+
+
+@hand(side_effect="read", cache_ttl_s=30.0)
+async def search_kb(ctx: HandContext, args: SearchKbArgs) -> KbResults:
+    """Search the help centre and return up to 3 passages with their citations."""
+    kb = ctx.kb
+    if kb is None or not await asyncio.to_thread(kb.is_available, ctx.tenant_id):
+        raise KBUnavailable("the knowledge base is empty or stale")
+    hits = await asyncio.to_thread(kb.search, ctx.tenant_id, args.query, ctx.channel, args.top_k)
+    return KbResults(hits=[
+        KbHit(citation=h.citation, text=h.text, score=h.score, relevance=h.relevance) for h in hits
+    ])
+
+
+SPEC = search_kb

@@ -1,0 +1,128 @@
+"""Schema migrations: named functions, applied in order, recorded in `_migrations`.
+
+Never edit a migration that has shipped; add a new one. `tests/test_store.py` pins the
+exact resulting schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_core_tables(db: sqlite_utils.Database) -> None:
+    db["sessions"].create(
+        {
+            "id": str, "tenant_id": str, "channel": str, "user_id": str, "status": str,
+            "created_at": str, "updated_at": str, "metadata": str,
+        },
+        pk="id",
+    )
+    db["inbox"].create(
+        {
+            "id": str, "tenant_id": str, "channel": str, "session_id": str, "user_id": str,
+            "envelope": str, "status": str, "attempts": int, "received_at": str,
+            "updated_at": str, "correlation_id": str, "outcome": str, "error": str,
+            "flags": str, "raw_path": str,
+        },
+        pk="id",
+    )
+    db["inbox"].create_index(["status"])
+    db["messages"].create(
+        {
+            "id": int, "session_id": str, "tenant_id": str, "role": str, "text": str,
+            "inbox_id": str, "ts": str, "metadata": str,
+        },
+        pk="id",
+    )
+    db["messages"].create_index(["session_id", "id"])
+    # Exactly one reply per inbound message, enforced by the database itself.
+    db["messages"].create_index(["inbox_id", "role"], unique=True)
+    db["case_state"].create(
+        {"session_id": str, "tenant_id": str, "state": str, "updated_at": str}, pk="session_id"
+    )
+    db["tool_calls"].create(
+        {
+            "id": int, "correlation_id": str, "tenant_id": str, "session_id": str, "tool": str,
+            "args": str, "ok": int, "result": str, "error": str, "error_kind": str,
+            "cost_ms": float, "cached": int, "attempts": int, "idempotency_key": str, "ts": str,
+        },
+        pk="id",
+    )
+    db["tool_calls"].create_index(["correlation_id"])
+    db["pending_actions"].create(
+        {
+            "id": str, "tenant_id": str, "session_id": str, "tool": str, "args": str,
+            "requested_by": str, "status": str, "decided_by": str, "decided_at": str,
+            "idempotency_key": str, "created_at": str, "result": str, "metadata": str,
+        },
+        pk="id",
+    )
+    db["pending_actions"].create_index(["idempotency_key"], unique=True)
+    db["audit_log"].create(
+        {
+            "id": int, "ts": str, "tenant_id": str, "actor": str, "action": str,
+            "target": str, "data": str,
+        },
+        pk="id",
+    )
+    db["traces"].create(
+        {
+            "id": int, "correlation_id": str, "tenant_id": str, "span": str, "data": str,
+            "ts": str, "duration_ms": float,
+        },
+        pk="id",
+    )
+    db["traces"].create_index(["correlation_id"])
+    db["processed_events"].create({"key": str, "source": str, "ts": str}, pk="key")
+    # Idempotent writes: the first result for a key is the result for every repeat.
+    db["idempotency"].create(
+        {"key": str, "tenant_id": str, "tool": str, "result": str, "ts": str}, pk="key"
+    )
+
+
+@migration
+def m002_outbox_and_feedback(db: sqlite_utils.Database) -> None:
+    # Replies waiting to be delivered on a channel (email now; any surface that can fail).
+    db["outbox"].create(
+        {
+            "id": int, "tenant_id": str, "channel": str, "session_id": str, "inbox_id": str,
+            "payload": str, "status": str, "attempts": int, "next_attempt_at": str,
+            "last_error": str, "created_at": str, "sent_at": str,
+        },
+        pk="id",
+    )
+    db["outbox"].create_index(["status", "next_attempt_at"])
+    db["feedback"].create(
+        {"id": int, "tenant_id": str, "session_id": str, "inbox_id": str, "user_id": str,
+         "value": str, "ts": str},
+        pk="id",
+    )
+
+
+def apply_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Apply every migration not yet recorded. Returns the names applied now."""
+    table = db["_migrations"]
+    if not table.exists():
+        table.create({"name": str, "applied_at": str}, pk="name")
+    done = {row["name"] for row in table.rows}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        with db.conn:
+            fn(db)
+            table.insert({"name": name, "applied_at": datetime.now(timezone.utc).isoformat()})
+        applied.append(name)
+    return applied

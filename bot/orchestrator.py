@@ -1,0 +1,389 @@
+"""The orchestrator: one explicit state machine per turn, shared by Slack, email and the CLI.
+
+    ROUTE → PLAN → TOOL_LOOP → DRAFT → GUARD → RESPOND
+    ends: DONE, AWAITING_APPROVAL, HANDED_OFF, or FAILED (a safe reply plus a ticket)
+
+The envelope is in `inbox` before any of this runs. A turn re-run after a crash finds its
+writes already done (idempotency keys) and its reply already stored (one reply per inbox
+row, enforced by a unique index), so every message gets exactly one reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import structlog
+
+from bot.brain.base import PlanContext, Planner
+from bot.brain.drafting import SAFE_FAILURE, Draft, compose
+from bot.contracts import BrainPlan, Citation, MessageEnvelope, PlanStep, ToolResult
+from bot.guards import guard_reply, injection_score
+from bot.hands.context import HandContext
+from bot.hands.errors import HandError
+from bot.hands.tools.escalate_to_human import HANDED_OFF
+from bot.logs import get_logger
+from bot.store import ANSWERED, DELIVERED, FAILED, SKIPPED, loads
+
+log = get_logger("deskhand.turn")
+
+
+class State(StrEnum):
+    ROUTE = "ROUTE"
+    PLAN = "PLAN"
+    TOOL_LOOP = "TOOL_LOOP"
+    DRAFT = "DRAFT"
+    GUARD = "GUARD"
+    RESPOND = "RESPOND"
+    # terminal
+    DONE = "DONE"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    HANDED_OFF = "HANDED_OFF"
+    SILENT = "SILENT"
+    FAILED = "FAILED"
+
+
+@dataclass
+class TurnOutcome:
+    inbox_id: str
+    session_id: str
+    tenant_id: str
+    correlation_id: str
+    state: str
+    reply: str | None
+    citations: list[Citation] = field(default_factory=list)
+    offer_human: bool = False
+    pending_action_id: str | None = None
+    plan: BrainPlan | None = None
+    results: list[ToolResult] = field(default_factory=list)
+    shadow: bool = False
+
+    def as_dict(self) -> dict:
+        return {
+            "inbox_id": self.inbox_id, "session_id": self.session_id, "state": self.state,
+            "reply": self.reply, "citations": [c.model_dump() for c in self.citations],
+            "offer_human": self.offer_human, "pending_action_id": self.pending_action_id,
+            "correlation_id": self.correlation_id, "shadow": self.shadow,
+        }
+
+
+class Responder(Protocol):
+    """A surface that delivers replies (Slack, email, the terminal)."""
+
+    async def deliver(self, envelope: MessageEnvelope, outcome: TurnOutcome) -> None: ...
+
+    async def notify(self, session: dict, text: str, **info: Any) -> None: ...
+
+
+@dataclass
+class Turn:
+    envelope: MessageEnvelope
+    correlation_id: str
+    state: State = State.ROUTE
+    session: dict = field(default_factory=dict)
+    case_state: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    plan: BrainPlan | None = None
+    results: list[ToolResult] = field(default_factory=list)
+    draft: Draft | None = None
+    error: str | None = None
+
+
+def surface(channel: str) -> str:
+    return "slack" if channel.startswith("slack") else channel
+
+
+class Orchestrator:
+    def __init__(self, *, settings, store, executor, planner: Planner, registry, backends_for, kb=None):
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self.planner = planner
+        self.registry = registry
+        self.backends_for = backends_for
+        self.kb = kb
+        self.responders: dict[str, Responder] = {}
+        self._session_locks: dict[str, asyncio.Lock] = {}
+        self._queue: asyncio.Queue[str] | None = None
+
+    # -- entry points ---------------------------------------------------------------------
+    async def accept(self, envelope: MessageEnvelope, *, flags: list[str] | None = None,
+                     raw_path: str = "") -> bool:
+        """Persist an inbound message and queue it. False if it was already accepted."""
+        fresh = await self.store.inbox_add(envelope, flags=flags, raw_path=raw_path)
+        if fresh and self._queue is not None:
+            await self._queue.put(envelope.id)
+        return fresh
+
+    async def handle(self, envelope: MessageEnvelope) -> TurnOutcome:
+        """Persist and run one turn now (the CLI path). Idempotent per envelope id."""
+        await self.store.inbox_add(envelope)
+        return await self.process(envelope.id)
+
+    async def process(self, inbox_id: str) -> TurnOutcome:
+        envelope = await self.store.inbox_envelope(inbox_id)
+        if envelope is None:
+            raise KeyError(inbox_id)
+        lock = self._session_locks.setdefault(envelope.session_id, asyncio.Lock())
+        async with lock:
+            row = await self.store.inbox_get(inbox_id)
+            if row["status"] in (ANSWERED, DELIVERED, SKIPPED, FAILED) and row["outcome"]:
+                outcome = self._stored_outcome(row)
+                if row["status"] == ANSWERED:
+                    await self._deliver(envelope, outcome)
+                return outcome
+            return await self._run_turn(envelope)
+
+    async def resume(self) -> list[TurnOutcome]:
+        """Finish every turn a previous process left unfinished (called at start-up)."""
+        outcomes = []
+        for row in await self.store.inbox_unfinished():
+            log.info("resume_turn", inbox_id=row["id"], status=row["status"])
+            outcomes.append(await self.process(row["id"]))
+        return outcomes
+
+    @asynccontextmanager
+    async def running(self, workers: int | None = None):
+        """Run queue workers for `accept`ed messages; on exit, drain the queue first."""
+        self._queue = asyncio.Queue(maxsize=self.settings.queue_size)
+        for row in await self.store.inbox_unfinished():
+            self._queue.put_nowait(row["id"])
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self._worker(), name=f"turn-worker-{i}")
+                     for i in range(workers or self.settings.workers)]
+            try:
+                yield self
+                await self._queue.join()
+            finally:
+                for task in tasks:
+                    task.cancel()
+        self._queue = None
+
+    async def _worker(self) -> None:
+        assert self._queue is not None
+        while True:
+            inbox_id = await self._queue.get()
+            try:
+                await self.process(inbox_id)
+            except Exception:  # the turn itself already answered safely; this is a bug trail
+                log.exception("worker_error", inbox_id=inbox_id)
+            finally:
+                self._queue.task_done()
+
+    # -- the state machine ----------------------------------------------------------------
+    async def _run_turn(self, envelope: MessageEnvelope) -> TurnOutcome:
+        turn = Turn(envelope=envelope, correlation_id=uuid.uuid4().hex[:16])
+        steps = {
+            State.ROUTE: self._route, State.PLAN: self._plan, State.TOOL_LOOP: self._tool_loop,
+            State.DRAFT: self._draft, State.GUARD: self._guard, State.RESPOND: self._respond,
+        }
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=turn.correlation_id, tenant_id=envelope.tenant_id,
+            session_id=envelope.session_id, channel=envelope.channel.value,
+        ):
+            await self.store.inbox_start(envelope.id, turn.correlation_id)
+            while turn.state in steps:
+                state = turn.state
+                started = time.perf_counter()
+                try:
+                    turn.state = await steps[state](turn)
+                except Exception as exc:  # any crash in a step becomes a safe reply + ticket
+                    log.exception("turn_step_failed", state=state.value)
+                    turn.error = f"{state.value}: {type(exc).__name__}"
+                    turn.state = State.FAILED
+                await self._span(turn, state.value, started)
+            if turn.state == State.FAILED:
+                return await self._fail(turn)
+            return await self._finish(turn)
+
+    async def _route(self, turn: Turn) -> State:
+        env = turn.envelope
+        turn.session = await self.store.session_get_or_create(env)
+        await self.store.add_message(env.session_id, env.tenant_id, "user", env.text, env.id)
+        if turn.session["status"] == HANDED_OFF:
+            return State.SILENT
+        turn.case_state = await self.store.case_state(env.session_id)
+        turn.history = (await self.store.history(env.session_id, 12))[:-1]
+        return State.PLAN
+
+    async def _plan(self, turn: Turn) -> State:
+        env = turn.envelope
+        policy = self.settings.policy(env.tenant_id)
+        tools = [s for s in self.registry.specs() if policy.tool_allowed(s.name)]
+        context = PlanContext(envelope=env, history=turn.history, case_state=turn.case_state,
+                              policy=policy, tools=tools, verified_email=env.metadata.get("verified_email"))
+        turn.plan = await self.planner.plan(context)
+        return State.TOOL_LOOP
+
+    async def _tool_loop(self, turn: Turn) -> State:
+        plan = turn.plan
+        assert plan is not None
+        steps, seen = [], set()
+        for step in plan.steps:
+            key = (step.tool, PlanStep.model_validate(step).model_dump_json())
+            if key in seen:
+                continue  # an identical repeated call is skipped
+            seen.add(key)
+            steps.append(step)
+        steps = steps[: self.settings.max_tool_calls]
+        ctx = self._hand_context(turn)
+        # Steps of one plan are independent; they run concurrently.
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self.executor.run(step, self._hand_context(turn))) for step in steps]
+        turn.results = [t.result() for t in tasks]
+        for step, result in zip(steps, turn.results):
+            if not result.ok and step.on_error == "escalate_to_human" and step.tool != "escalate_to_human":
+                escalation = PlanStep(tool="escalate_to_human", args={
+                    "reason": f"{step.tool} failed: {result.error_kind}",
+                    "transcript_excerpt": turn.envelope.text[:4000]})
+                turn.results.append(await self.executor.run(escalation, ctx))
+                break
+        return State.DRAFT
+
+    async def _draft(self, turn: Turn) -> State:
+        assert turn.plan is not None
+        turn.draft = compose(turn.plan, turn.results, kb_floor=self.settings.kb_relevance_floor)
+        return State.GUARD
+
+    async def _guard(self, turn: Turn) -> State:
+        assert turn.draft is not None
+        turn.draft, missing = guard_reply(turn.draft, turn.results)
+        if missing:
+            log.warning("ungrounded_reply", facts=sorted(missing))
+        return State.RESPOND
+
+    async def _respond(self, turn: Turn) -> State:
+        draft, plan = turn.draft, turn.plan
+        assert draft is not None and plan is not None
+        state = dict(turn.case_state)
+        state["last_intent"] = plan.intent
+        if plan.awaiting:
+            state.update(awaiting=plan.awaiting, pending_intent=plan.intent)
+        else:
+            state.pop("awaiting", None)
+            state.pop("pending_intent", None)
+        state["clarifications"] = state.get("clarifications", 0) + 1 if plan.needs_clarification and not plan.awaiting else 0
+        state["offered_human"] = draft.offer_human
+        for r in turn.results:
+            order_id = (r.data or {}).get("order_id") if r.ok else None
+            if order_id:
+                state["order_id"] = order_id
+        await self.store.set_case_state(turn.envelope.session_id, turn.envelope.tenant_id, state)
+        if draft.handed_off:
+            return State.HANDED_OFF
+        if draft.pending_action_id:
+            return State.AWAITING_APPROVAL
+        return State.DONE
+
+    # -- endings ----------------------------------------------------------------------------
+    async def _finish(self, turn: Turn) -> TurnOutcome:
+        env = turn.envelope
+        policy = self.settings.policy(env.tenant_id)
+        draft = turn.draft
+        outcome = TurnOutcome(
+            inbox_id=env.id, session_id=env.session_id, tenant_id=env.tenant_id,
+            correlation_id=turn.correlation_id, state=turn.state.value,
+            reply=draft.text if draft else None, citations=draft.citations if draft else [],
+            offer_human=draft.offer_human if draft else False,
+            pending_action_id=draft.pending_action_id if draft else None, plan=turn.plan,
+            results=turn.results, shadow=policy.shadow_mode,
+        )
+        return await self._record_and_deliver(env, outcome)
+
+    async def _fail(self, turn: Turn) -> TurnOutcome:
+        env = turn.envelope
+        try:
+            ctx = self._hand_context(turn)
+            await self.executor.run(PlanStep(tool="create_ticket", args={
+                "email": env.metadata.get("verified_email", ""), "subject": f"Deskhand could not answer {env.id}",
+                "body": f"{turn.error}\n\n{env.text[:4000]}", "priority": "high"}), ctx)
+        except Exception:  # the ticket is best effort; the reply is not
+            log.exception("failure_ticket_failed")
+        outcome = TurnOutcome(
+            inbox_id=env.id, session_id=env.session_id, tenant_id=env.tenant_id,
+            correlation_id=turn.correlation_id, state=State.FAILED.value, reply=SAFE_FAILURE,
+            offer_human=True, plan=turn.plan, results=turn.results,
+        )
+        return await self._record_and_deliver(env, outcome, error=turn.error)
+
+    async def _record_and_deliver(self, env: MessageEnvelope, outcome: TurnOutcome, error: str | None = None) -> TurnOutcome:
+        if outcome.reply is not None:
+            stored = await self.store.add_message(
+                env.session_id, env.tenant_id, "assistant", outcome.reply, env.id,
+                {"citations": [c.model_dump() for c in outcome.citations], "state": outcome.state})
+            outcome.reply = stored["text"]  # a reply stored by an earlier run wins
+        await self.store.inbox_update(env.id, status=ANSWERED, outcome=self._outcome_json(outcome),
+                                      error=error)
+        log.info("turn_done", state=outcome.state, intent=outcome.plan.intent if outcome.plan else None)
+        await self._deliver(env, outcome)
+        return outcome
+
+    async def _deliver(self, env: MessageEnvelope, outcome: TurnOutcome) -> None:
+        if outcome.reply is None or outcome.shadow:
+            await self.store.inbox_update(env.id, status=SKIPPED)
+            return
+        responder = self.responders.get(surface(env.channel.value))
+        if responder is None:
+            return  # stays ANSWERED: whoever asked (CLI `ask`, tests) reads the outcome
+        await responder.deliver(env, outcome)
+        await self.store.inbox_update(env.id, status=DELIVERED)
+
+    async def notify(self, session_id: str, text: str, **info: Any) -> None:
+        """Tell a conversation something outside a turn (an approval's outcome)."""
+        session = await self.store.session_get(session_id)
+        if session is None:
+            return
+        await self.store.add_message(session_id, session["tenant_id"], "assistant", text, None, info)
+        responder = self.responders.get(surface(session["channel"]))
+        if responder is not None:
+            await responder.notify(session, text, **info)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _hand_context(self, turn: Turn) -> HandContext:
+        env = turn.envelope
+        return HandContext(
+            tenant_id=env.tenant_id, session_id=env.session_id, user_id=env.user_id,
+            channel=env.channel.value, correlation_id=turn.correlation_id,
+            policy=self.settings.policy(env.tenant_id), backends=self.backends_for(env.tenant_id),
+            store=self.store, kb=self.kb, verified_email=env.metadata.get("verified_email"),
+            inbox_id=env.id,
+        )
+
+    async def _span(self, turn: Turn, span: str, started: float) -> None:
+        duration = (time.perf_counter() - started) * 1000
+        data: dict[str, Any] = {"next": turn.state.value}
+        if span == State.ROUTE.value:
+            data["injection_score"] = injection_score(turn.envelope.text)
+        if span == State.PLAN.value and turn.plan:
+            data.update(intent=turn.plan.intent, confidence=turn.plan.confidence,
+                        planner=turn.plan.planner, steps=[s.tool for s in turn.plan.steps])
+        if span == State.TOOL_LOOP.value:
+            data["tools"] = [{"tool": r.tool, "ok": r.ok, "cached": r.cached, "ms": r.cost_ms} for r in turn.results]
+        await self.store.trace(turn.correlation_id, turn.envelope.tenant_id, span, duration, data)
+
+    def _outcome_json(self, outcome: TurnOutcome) -> str:
+        import json
+        data = outcome.as_dict()
+        data["plan"] = outcome.plan.model_dump(mode="json") if outcome.plan else None
+        data["results"] = [r.model_dump(mode="json") for r in outcome.results]
+        return json.dumps(data, default=str)
+
+    def _stored_outcome(self, row: dict) -> TurnOutcome:
+        data = loads(row["outcome"], {})
+        return TurnOutcome(
+            inbox_id=row["id"], session_id=row["session_id"], tenant_id=row["tenant_id"],
+            correlation_id=data.get("correlation_id", ""), state=data.get("state", ""),
+            reply=data.get("reply"), citations=[Citation(**c) for c in data.get("citations", [])],
+            offer_human=data.get("offer_human", False), pending_action_id=data.get("pending_action_id"),
+            plan=BrainPlan.model_validate(data["plan"]) if data.get("plan") else None,
+            results=[ToolResult.model_validate(r) for r in data.get("results", [])],
+            shadow=data.get("shadow", False),
+        )
+
+
+__all__ = ["Orchestrator", "State", "TurnOutcome", "Responder", "HandError"]

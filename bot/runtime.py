@@ -1,0 +1,150 @@
+"""One lifespan owns every resource: `async with open_runtime(settings) as rt:`.
+
+It opens SQLite, the demo shop (or a team's HTTP backends), the knowledge base, the hands
+and the brain, wires the orchestrator, and closes all of it on exit. Surfaces (Slack, the
+mail bridge, the CLI) are given a runtime; they never build these pieces themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.brain.base import Planner
+from bot.config import FIXTURES, Settings, load_settings
+from bot.contracts import PendingAction
+from bot.hands import approvals
+from bot.hands.backends.base import Backends
+from bot.hands.backends.http import HttpBackend
+from bot.hands.backends.sqlite_demo import DemoShop
+from bot.hands.breaker import BreakerBoard
+from bot.hands.context import HandContext
+from bot.hands.executor import HandsExecutor
+from bot.hands.registry import ToolRegistry, default_registry
+from bot.logs import get_logger
+from bot.orchestrator import Orchestrator
+from bot.store import AsyncStore, Store
+
+log = get_logger("deskhand.runtime")
+
+
+def build_planner(settings: Settings, registry: ToolRegistry) -> Planner:
+    from bot.brain.rules import RulesPlanner
+
+    rules = RulesPlanner(clarify_threshold=settings.clarify_threshold)
+    if settings.planner == "rules":
+        return rules
+    from bot.brain.llm import build_llm_planner  # only imported when asked for
+
+    return build_llm_planner(settings, registry, fallback=rules)
+
+
+def open_kb(settings: Settings):
+    """The tenant knowledge bases, or None when the KB package cannot be used here."""
+    try:
+        from kb_loader import KnowledgeBase
+    except ImportError:
+        return None
+    return KnowledgeBase.from_settings(settings)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: AsyncStore
+    registry: ToolRegistry
+    executor: HandsExecutor
+    orchestrator: Orchestrator
+    shop: DemoShop
+    kb: Any = None
+    _http_backends: dict[str, Backends] = field(default_factory=dict)
+
+    def backends_for(self, tenant_id: str) -> Backends:
+        policy = self.settings.policy(tenant_id)
+        if policy.backend is None:
+            return Backends(orders=self.shop, tickets=self.shop, refunds=self.shop)
+        if tenant_id not in self._http_backends:
+            http = HttpBackend(policy.backend.base_url, policy.backend.token, policy.backend.timeout_s)
+            self._http_backends[tenant_id] = Backends(orders=http, tickets=http, refunds=http)
+        return self._http_backends[tenant_id]
+
+    def context_for_action(self, action: PendingAction) -> HandContext:
+        return HandContext(
+            tenant_id=action.tenant_id, session_id=action.session_id, user_id=action.requested_by,
+            channel="approval", correlation_id=f"approval-{action.id}",
+            policy=self.settings.policy(action.tenant_id), backends=self.backends_for(action.tenant_id),
+            store=self.store, kb=self.kb,
+        )
+
+    async def is_configured_approver(self, tenant_id: str, user_id: str) -> bool:
+        return user_id in self.settings.policy(tenant_id).approvers
+
+    async def decide(self, action_id: str, decider: str, approve: bool, is_approver=None) -> approvals.Decision:
+        """Approve or reject a pending action, then tell the customer's conversation."""
+        decision = await approvals.decide(
+            action_id, decider, approve, store=self.store, executor=self.executor,
+            make_context=self.context_for_action, is_approver=is_approver or self.is_configured_approver,
+        )
+        if decision.status in ("approved", "rejected", "failed") and decision.action:
+            await self.orchestrator.notify(decision.action.session_id, customer_notice(decision),
+                                           action_id=action_id, decision=decision.status)
+        return decision
+
+    async def ensure_kb(self, tenant_id: str) -> None:
+        """Index the configured KB folder the first time a tenant has no index."""
+        if self.kb is None or not self.settings.kb_dir.exists():
+            return
+        status = await asyncio.to_thread(self.kb.status, tenant_id)
+        if status.chunks == 0:
+            await asyncio.to_thread(self.kb.reload, tenant_id, self.settings.kb_dir)
+
+
+def customer_notice(decision: approvals.Decision) -> str:
+    action = decision.action
+    assert action is not None
+    order = action.args.get("order_id", "")
+    if decision.status == "approved" and decision.result and decision.result.ok:
+        data = decision.result.data or {}
+        return (f"Good news: your refund of {data.get('amount', 0):.2f} for order {data.get('order_id', order)} "
+                f"was approved ({data.get('refund_id', '')}). It goes back to your original payment method.")
+    if decision.status == "rejected":
+        return (f"A teammate reviewed the refund request for order {order} and couldn't approve it. "
+                "They'll follow up with you about other options.")
+    return f"Your refund for order {order} was approved but hit a problem. A teammate will follow up."
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings | None = None, *, planner: Planner | None = None,
+                       registry: ToolRegistry | None = None, clock=None):
+    settings = settings or load_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = AsyncStore(Store(settings.db_path))
+    shop = DemoShop(settings.shop_db_path, FIXTURES / "shop.json")
+    registry = registry or default_registry()
+    breaker_args = dict(failures_to_open=settings.breaker_failures, window_s=settings.breaker_window_s,
+                        cooldown_s=settings.breaker_cooldown_s)
+    if clock is not None:
+        breaker_args["clock"] = clock
+    executor = HandsExecutor(
+        registry, default_timeout_s=settings.tool_timeout_s, default_rate_per_s=settings.rate_per_second,
+        breakers=BreakerBoard(**breaker_args), **({"clock": clock} if clock else {}),
+    )
+    kb = open_kb(settings)
+    rt = Runtime(settings=settings, store=store, registry=registry, executor=executor,
+                 orchestrator=None, shop=shop, kb=kb)  # type: ignore[arg-type]
+    rt.orchestrator = Orchestrator(
+        settings=settings, store=store, executor=executor,
+        planner=planner or build_planner(settings, registry), registry=registry,
+        backends_for=rt.backends_for, kb=kb,
+    )
+    try:
+        yield rt
+    finally:
+        for backends in rt._http_backends.values():
+            await backends.close()
+        await shop.close()
+        if kb is not None and hasattr(kb, "close"):
+            kb.close()
+        store.close()

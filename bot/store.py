@@ -1,0 +1,352 @@
+"""The SQLite store (sqlite-utils, WAL): every table Deskhand persists, behind one class.
+
+`Store` is synchronous and owns one connection. `AsyncStore` runs every call on a single
+dedicated thread, so the event loop never blocks on disk and the connection is never shared
+between threads. Handlers never touch the store; the orchestrator and the hands do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from bot.contracts import MessageEnvelope, PendingAction
+from bot.migrations import apply_migrations
+from bot.redact import redact_value
+
+# Inbox lifecycle. A message is `received` before anything else happens, `processing` while
+# its turn runs, `answered` once the reply is stored, and `delivered` once a surface took it.
+RECEIVED, PROCESSING, ANSWERED, DELIVERED, FAILED, SKIPPED = (
+    "received", "processing", "answered", "delivered", "failed", "skipped",
+)
+UNFINISHED = (RECEIVED, PROCESSING, ANSWERED)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(redact_value(value), default=str, sort_keys=True)
+
+
+def loads(value: str | None, default: Any = None) -> Any:
+    return json.loads(value) if value else default
+
+
+class Store:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose
+        # the last transactions), which is the failure we design for.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        apply_migrations(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- inbox ---------------------------------------------------------------------------
+    def inbox_add(
+        self, envelope: MessageEnvelope, *, flags: list[str] | None = None, raw_path: str = ""
+    ) -> bool:
+        """Persist an inbound envelope. False if this message id was already stored."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO inbox (id, tenant_id, channel, session_id, user_id, envelope,"
+            " status, attempts, received_at, updated_at, flags, raw_path)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            [
+                envelope.id, envelope.tenant_id, envelope.channel.value, envelope.session_id,
+                envelope.user_id, envelope.model_dump_json(), RECEIVED,
+                envelope.received_at.isoformat(), now_iso(), json.dumps(flags or []), raw_path,
+            ],
+        )
+        return cur.rowcount == 1
+
+    def inbox_get(self, inbox_id: str) -> dict | None:
+        rows = list(self.db["inbox"].rows_where("id = ?", [inbox_id]))
+        return rows[0] if rows else None
+
+    def inbox_envelope(self, inbox_id: str) -> MessageEnvelope | None:
+        row = self.inbox_get(inbox_id)
+        return MessageEnvelope.model_validate_json(row["envelope"]) if row else None
+
+    def inbox_update(self, inbox_id: str, **fields: Any) -> None:
+        fields["updated_at"] = now_iso()
+        self.db["inbox"].update(inbox_id, fields)
+
+    def inbox_start(self, inbox_id: str, correlation_id: str) -> None:
+        self.db.execute(
+            "UPDATE inbox SET status = ?, attempts = attempts + 1, correlation_id = ?,"
+            " updated_at = ? WHERE id = ?",
+            [PROCESSING, correlation_id, now_iso(), inbox_id],
+        )
+
+    def inbox_unfinished(self) -> list[dict]:
+        marks = ",".join("?" * len(UNFINISHED))
+        return list(
+            self.db["inbox"].rows_where(f"status IN ({marks})", list(UNFINISHED), order_by="received_at")
+        )
+
+    def inbox_count(self, status: str | None = None) -> int:
+        if status is None:
+            return self.db["inbox"].count
+        return self.db.execute("SELECT count(*) FROM inbox WHERE status = ?", [status]).fetchone()[0]
+
+    # -- dedup ---------------------------------------------------------------------------
+    def mark_processed(self, key: str, source: str) -> bool:
+        """Record an external event key. True the first time, False for every repeat."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO processed_events (key, source, ts) VALUES (?, ?, ?)",
+            [key, source, now_iso()],
+        )
+        return cur.rowcount == 1
+
+    # -- sessions and messages -------------------------------------------------------------
+    def session_get_or_create(self, envelope: MessageEnvelope) -> dict:
+        self.db.execute(
+            "INSERT OR IGNORE INTO sessions (id, tenant_id, channel, user_id, status, created_at,"
+            " updated_at, metadata) VALUES (?, ?, ?, ?, 'active', ?, ?, '{}')",
+            [envelope.session_id, envelope.tenant_id, envelope.channel.value, envelope.user_id,
+             now_iso(), now_iso()],
+        )
+        return self.session_get(envelope.session_id)
+
+    def session_get(self, session_id: str) -> dict | None:
+        rows = list(self.db["sessions"].rows_where("id = ?", [session_id]))
+        if not rows:
+            return None
+        row = rows[0]
+        row["metadata"] = loads(row["metadata"], {})
+        return row
+
+    def session_update(self, session_id: str, *, status: str | None = None, **metadata: Any) -> None:
+        session = self.session_get(session_id)
+        if session is None:
+            return
+        fields: dict[str, Any] = {"updated_at": now_iso()}
+        if status:
+            fields["status"] = status
+        if metadata:
+            fields["metadata"] = dumps({**session["metadata"], **metadata})
+        self.db["sessions"].update(session_id, fields)
+
+    def sessions_with_status(self, tenant_id: str, status: str) -> list[dict]:
+        return list(
+            self.db["sessions"].rows_where("tenant_id = ? AND status = ?", [tenant_id, status])
+        )
+
+    def add_message(
+        self, session_id: str, tenant_id: str, role: str, text: str, inbox_id: str | None = None,
+        metadata: dict | None = None,
+    ) -> dict:
+        """Append to a session's transcript. An assistant reply to an inbox message is
+        unique: a second insert returns the first one unchanged."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO messages (session_id, tenant_id, role, text, inbox_id, ts, metadata)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [session_id, tenant_id, role, text, inbox_id, now_iso(), dumps(metadata or {})],
+        )
+        if inbox_id:
+            return self.message_for(inbox_id, role)
+        return {"session_id": session_id, "role": role, "text": text}
+
+    def message_for(self, inbox_id: str, role: str = "assistant") -> dict | None:
+        rows = list(self.db["messages"].rows_where("inbox_id = ? AND role = ?", [inbox_id, role]))
+        if not rows:
+            return None
+        rows[0]["metadata"] = loads(rows[0]["metadata"], {})
+        return rows[0]
+
+    def history(self, session_id: str, limit: int = 20) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT role, text, ts FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT ?",
+            [session_id, limit],
+        ).fetchall()
+        return [{"role": r[0], "text": r[1], "ts": r[2]} for r in reversed(rows)]
+
+    # -- case state ----------------------------------------------------------------------
+    def case_state(self, session_id: str) -> dict:
+        rows = list(self.db["case_state"].rows_where("session_id = ?", [session_id]))
+        return loads(rows[0]["state"], {}) if rows else {}
+
+    def set_case_state(self, session_id: str, tenant_id: str, state: dict) -> None:
+        self.db["case_state"].upsert(
+            {"session_id": session_id, "tenant_id": tenant_id, "state": dumps(state),
+             "updated_at": now_iso()},
+            pk="session_id",
+        )
+
+    # -- tools, idempotency ----------------------------------------------------------------
+    def record_tool_call(self, **row: Any) -> None:
+        row["args"] = dumps(row.get("args") or {})
+        row["result"] = dumps(row.get("result")) if row.get("result") is not None else None
+        row["ts"] = now_iso()
+        self.db["tool_calls"].insert(row)
+
+    def idempotent_result(self, key: str) -> dict | None:
+        rows = list(self.db["idempotency"].rows_where("key = ?", [key]))
+        return loads(rows[0]["result"]) if rows else None
+
+    def save_idempotent_result(self, key: str, tenant_id: str, tool: str, result: dict) -> dict:
+        """Store the first result for key; return whichever result the key holds."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO idempotency (key, tenant_id, tool, result, ts) VALUES (?, ?, ?, ?, ?)",
+            [key, tenant_id, tool, dumps(result), now_iso()],
+        )
+        return self.idempotent_result(key)
+
+    # -- pending actions --------------------------------------------------------------------
+    def pending_create(self, action: PendingAction, metadata: dict | None = None) -> PendingAction:
+        """Create a pending action, or return the existing one with the same idempotency key."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO pending_actions (id, tenant_id, session_id, tool, args,"
+            " requested_by, status, idempotency_key, created_at, metadata)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [action.id, action.tenant_id, action.session_id, action.tool, dumps(action.args),
+             action.requested_by, action.status, action.idempotency_key,
+             action.created_at.isoformat(), dumps(metadata or {})],
+        )
+        rows = list(self.db["pending_actions"].rows_where("idempotency_key = ?", [action.idempotency_key]))
+        return self._pending(rows[0])
+
+    def _pending(self, row: dict) -> PendingAction:
+        return PendingAction(
+            id=row["id"], tenant_id=row["tenant_id"], session_id=row["session_id"],
+            tool=row["tool"], args=loads(row["args"], {}), requested_by=row["requested_by"],
+            status=row["status"], decided_by=row["decided_by"], decided_at=row["decided_at"],
+            idempotency_key=row["idempotency_key"], created_at=row["created_at"],
+            result=loads(row["result"]),
+        )
+
+    def pending_get(self, action_id: str) -> PendingAction | None:
+        rows = list(self.db["pending_actions"].rows_where("id = ?", [action_id]))
+        return self._pending(rows[0]) if rows else None
+
+    def pending_metadata(self, action_id: str) -> dict:
+        row = self.db.execute("SELECT metadata FROM pending_actions WHERE id = ?", [action_id]).fetchone()
+        return loads(row[0], {}) if row else {}
+
+    def pending_update_metadata(self, action_id: str, **metadata: Any) -> None:
+        merged = {**self.pending_metadata(action_id), **metadata}
+        self.db.execute("UPDATE pending_actions SET metadata = ? WHERE id = ?", [dumps(merged), action_id])
+
+    def pending_decide(self, action_id: str, status: str, decided_by: str) -> bool:
+        """Atomically move a pending action out of `pending`. Only one caller ever wins."""
+        cur = self.db.execute(
+            "UPDATE pending_actions SET status = ?, decided_by = ?, decided_at = ?"
+            " WHERE id = ? AND status = 'pending'",
+            [status, decided_by, now_iso(), action_id],
+        )
+        return cur.rowcount == 1
+
+    def pending_set_result(self, action_id: str, result: dict) -> None:
+        self.db.execute("UPDATE pending_actions SET result = ? WHERE id = ?", [dumps(result), action_id])
+
+    def pending_list(self, tenant_id: str | None = None, status: str | None = "pending") -> list[PendingAction]:
+        where, params = [], []
+        if tenant_id:
+            where.append("tenant_id = ?")
+            params.append(tenant_id)
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        rows = self.db["pending_actions"].rows_where(
+            " AND ".join(where) or None, params, order_by="created_at"
+        )
+        return [self._pending(r) for r in rows]
+
+    # -- audit, traces, feedback -------------------------------------------------------------
+    def audit(self, tenant_id: str, actor: str, action: str, target: str, data: dict | None = None) -> None:
+        self.db["audit_log"].insert(
+            {"ts": now_iso(), "tenant_id": tenant_id, "actor": actor, "action": action,
+             "target": target, "data": dumps(data or {})}
+        )
+
+    def audit_entries(self, target: str | None = None) -> list[dict]:
+        if target is None:
+            return list(self.db["audit_log"].rows)
+        return list(self.db["audit_log"].rows_where("target = ?", [target], order_by="id"))
+
+    def trace(self, correlation_id: str, tenant_id: str, span: str, duration_ms: float, data: dict | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO traces (correlation_id, tenant_id, span, data, ts, duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            [correlation_id, tenant_id, span, dumps(data or {}), now_iso(), duration_ms],
+        )
+
+    def traces_for(self, correlation_id: str) -> list[dict]:
+        rows = self.db["traces"].rows_where("correlation_id = ?", [correlation_id], order_by="id")
+        return [{**r, "data": loads(r["data"], {})} for r in rows]
+
+    def add_feedback(self, tenant_id: str, session_id: str, inbox_id: str, user_id: str, value: str) -> None:
+        self.db["feedback"].insert(
+            {"tenant_id": tenant_id, "session_id": session_id, "inbox_id": inbox_id,
+             "user_id": user_id, "value": value, "ts": now_iso()}
+        )
+
+    # -- outbox ------------------------------------------------------------------------
+    def outbox_add(self, tenant_id: str, channel: str, session_id: str, inbox_id: str, payload: dict) -> int:
+        return self.db["outbox"].insert(
+            {"tenant_id": tenant_id, "channel": channel, "session_id": session_id,
+             "inbox_id": inbox_id, "payload": json.dumps(payload, default=str), "status": "pending",
+             "attempts": 0, "next_attempt_at": now_iso(), "created_at": now_iso()}
+        ).last_pk
+
+    def outbox_due(self, channel: str | None = None, now: str | None = None) -> list[dict]:
+        sql = "status = 'pending' AND next_attempt_at <= ?"
+        params: list[Any] = [now or now_iso()]
+        if channel:
+            sql += " AND channel = ?"
+            params.append(channel)
+        return [{**r, "payload": loads(r["payload"], {})}
+                for r in self.db["outbox"].rows_where(sql, params, order_by="id")]
+
+    def outbox_mark_sent(self, outbox_id: int) -> None:
+        self.db["outbox"].update(outbox_id, {"status": "sent", "sent_at": now_iso()})
+
+    def outbox_mark_failed(self, outbox_id: int, error: str, next_attempt_at: str) -> None:
+        self.db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            [error, next_attempt_at, outbox_id],
+        )
+
+    def outbox_rows(self, status: str | None = None) -> list[dict]:
+        rows = self.db["outbox"].rows_where("status = ?", [status]) if status else self.db["outbox"].rows
+        return [{**r, "payload": loads(r["payload"], {})} for r in rows]
+
+
+class AsyncStore:
+    """Runs every `Store` method on one dedicated thread: `await astore.inbox_add(...)`."""
+
+    def __init__(self, store: Store):
+        self.sync = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deskhand-store")
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        fn = getattr(self.sync, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+
+        call.__name__ = name
+        return call
+
+    def close(self) -> None:
+        # Close on the store thread so the connection is only ever used from it.
+        self._pool.submit(self.sync.close).result()
+        self._pool.shutdown(wait=True)
