@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     llm_mode: Literal["tools", "json"] = "tools"
     llm_timeout_s: float = 8.0
     llm_large_threshold: float = 0.6
+    # USD per million tokens (input, output) by model name, for the cost in `llm_call` spans
+    # and `deskhand report`. Models not listed (a local server) cost 0.
+    llm_prices: dict[str, tuple[float, float]] = Field(default_factory=lambda: {
+        "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00)})
 
     # Slack
     slack_bot_token: str = Field(

@@ -32,6 +32,8 @@ from bot.store import ANSWERED, DELIVERED, FAILED, SKIPPED, loads
 
 log = get_logger("deskhand.turn")
 
+CUSTOMER_FIXABLE = {"client_error", "not_found", "invalid_args", "not_verified"}
+
 
 class State(StrEnum):
     ROUTE = "ROUTE"
@@ -88,6 +90,7 @@ class Turn:
     session: dict = field(default_factory=dict)
     case_state: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    context: PlanContext | None = None
     plan: BrainPlan | None = None
     results: list[ToolResult] = field(default_factory=list)
     draft: Draft | None = None
@@ -215,9 +218,12 @@ class Orchestrator:
         env = turn.envelope
         policy = self.settings.policy(env.tenant_id)
         tools = [s for s in self.registry.specs() if policy.tool_allowed(s.name)]
-        context = PlanContext(envelope=env, history=turn.history, case_state=turn.case_state,
-                              policy=policy, tools=tools, verified_email=env.metadata.get("verified_email"))
-        turn.plan = await self.planner.plan(context)
+        turn.context = PlanContext(envelope=env, history=turn.history, case_state=turn.case_state,
+                                   policy=policy, tools=tools, verified_email=env.metadata.get("verified_email"))
+        try:
+            turn.plan = await self.planner.plan(turn.context)
+        finally:
+            await self._llm_spans(turn)
         return State.TOOL_LOOP
 
     async def _tool_loop(self, turn: Turn) -> State:
@@ -237,7 +243,10 @@ class Orchestrator:
             tasks = [tg.create_task(self.executor.run(step, self._hand_context(turn))) for step in steps]
         turn.results = [t.result() for t in tasks]
         for step, result in zip(steps, turn.results):
-            if not result.ok and step.on_error == "escalate_to_human" and step.tool != "escalate_to_human":
+            # A request that is simply wrong (no such order, too large) is explained to the
+            # customer; only a failing system hands the conversation to a teammate.
+            if (not result.ok and step.on_error == "escalate_to_human" and step.tool != "escalate_to_human"
+                    and result.error_kind not in CUSTOMER_FIXABLE):
                 escalation = PlanStep(tool="escalate_to_human", args={
                     "reason": f"{step.tool} failed: {result.error_kind}",
                     "transcript_excerpt": turn.envelope.text[:4000]})
@@ -246,8 +255,15 @@ class Orchestrator:
         return State.DRAFT
 
     async def _draft(self, turn: Turn) -> State:
-        assert turn.plan is not None
-        turn.draft = compose(turn.plan, turn.results, kb_floor=self.settings.kb_relevance_floor)
+        assert turn.plan is not None and turn.context is not None
+        drafter = getattr(self.planner, "draft", None)
+        if drafter is not None:
+            try:
+                turn.draft = await drafter(turn.plan, turn.results, turn.context)
+            finally:
+                await self._llm_spans(turn)
+        if turn.draft is None:
+            turn.draft = compose(turn.plan, turn.results, kb_floor=self.settings.kb_relevance_floor)
         return State.GUARD
 
     async def _guard(self, turn: Turn) -> State:
@@ -365,6 +381,13 @@ class Orchestrator:
         if span == State.TOOL_LOOP.value:
             data["tools"] = [{"tool": r.tool, "ok": r.ok, "cached": r.cached, "ms": r.cost_ms} for r in turn.results]
         await self.store.trace(turn.correlation_id, turn.envelope.tenant_id, span, duration, data)
+
+    async def _llm_spans(self, turn: Turn) -> None:
+        calls = turn.context.llm_calls if turn.context else []
+        while calls:
+            call = calls.pop(0)
+            await self.store.trace(turn.correlation_id, turn.envelope.tenant_id, "llm_call",
+                                   float(call.get("latency_ms", 0.0)), call)
 
     def _outcome_json(self, outcome: TurnOutcome) -> str:
         import json

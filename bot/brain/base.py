@@ -23,6 +23,9 @@ class PlanContext:
     policy: TenantPolicy = field(default_factory=TenantPolicy)
     tools: list[ToolSpec] = field(default_factory=list)
     verified_email: str | None = None
+    # Model calls a planner made for this turn: {"model", "tokens_in", "tokens_out",
+    # "cost_usd", "latency_ms", "ok", "purpose"}. The orchestrator writes each as a span.
+    llm_calls: list[dict] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -36,6 +39,9 @@ class Planner(Protocol):
     name: str
 
     async def plan(self, context: PlanContext) -> BrainPlan: ...
+
+    # Optional: `async def draft(plan, results, context) -> Draft | None` words the reply from
+    # tool results; when absent or returning None, bot.brain.drafting.compose does.
 
 
 class PlanInvalid(Exception):

@@ -71,6 +71,16 @@ def features(text: str) -> Counter:
 class IntentClassifier:
     def __init__(self, examples: list[tuple[str, str]], k: int = 7, floor: float = 0.40):
         self.k = k
+        # Bitext repeats templates with different numbers; after normalisation they are the
+        # same example and would outvote everything else.
+        seen: set[tuple[str, str]] = set()
+        unique = []
+        for text, label in examples:
+            key = (normalise(text).lower().strip(), label)
+            if key not in seen:
+                seen.add(key)
+                unique.append((text, label))
+        examples = unique
         # Below this cosine similarity to every known example, a message is out of scope.
         self.floor = floor
         self.labels = sorted({label for _, label in examples})
@@ -121,7 +131,8 @@ class IntentClassifier:
         top = top[np.argsort(-scores[top])]
         votes: dict[int, float] = defaultdict(float)
         for i in top:
-            votes[int(self._label_of[i])] += float(scores[i])
+            # Cubing favours the nearest neighbours over a crowd of looser ones.
+            votes[int(self._label_of[i])] += float(scores[i]) ** 3
         ranked = sorted(votes.items(), key=lambda kv: -kv[1])
         best_label, best_vote = ranked[0]
         share = best_vote / (sum(votes.values()) or 1.0)
