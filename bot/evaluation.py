@@ -45,6 +45,11 @@ class EvalReport:
     handoffs: int = 0
     clarifications: int = 0
     failures: list[str] = field(default_factory=list)
+    failed_turns: set[str] = field(default_factory=set)
+
+    def fail(self, where: str, message: str) -> None:
+        self.failed_turns.add(where)
+        self.failures.append(f"{where}: {message}")
 
     def summary(self) -> dict:
         def rate(a: int, b: int) -> float:
@@ -57,7 +62,7 @@ class EvalReport:
             "handoff_rate": rate(self.handoffs, self.turns),
             "clarification_rate": rate(self.clarifications, self.turns),
             "expectations_failed": len(self.failures),
-            "pass_rate": rate(self.turns - len({f.split(":")[0] for f in self.failures}), self.turns),
+            "pass_rate": rate(self.turns - len(self.failed_turns), self.turns),
         }
 
 
@@ -80,13 +85,13 @@ async def run_conversation(rt, conv: dict, report: EvalReport) -> None:
     channel = Channel(conv.get("channel", "cli"))
     last_pending: str | None = None
     for i, turn in enumerate(conv["turns"], 1):
-        where = f"{conv['_file']} #{i}"
+        where = f"{conv['_file']} [{conv['name']}] turn {i}"
         expect = turn.get("expect", {})
         report.turns += 1
         if "approve" in turn or "reject" in turn:
             decision_args = turn.get("approve") or turn.get("reject")
             if last_pending is None:
-                report.failures.append(f"{where}: no pending action to decide")
+                report.fail(where, "no pending action to decide")
                 continue
             decision = await rt.decide(last_pending, decision_args["as"], "approve" in turn)
             _check(report, where, "status", expect.get("status"), decision.status)
@@ -94,7 +99,7 @@ async def run_conversation(rt, conv: dict, report: EvalReport) -> None:
             notice = history[-1]["text"] if history else ""
             for needle in expect.get("notice_contains", []):
                 if needle.lower() not in notice.lower():
-                    report.failures.append(f"{where}: notice lacks {needle!r}: {notice!r}")
+                    report.fail(where, f"notice lacks {needle!r}: {notice!r}")
             continue
         envelope = MessageEnvelope(tenant_id=tenant, channel=channel, user_id=user, session_id=session,
                                    text=turn["user"], metadata=metadata)
@@ -128,10 +133,10 @@ async def run_conversation(rt, conv: dict, report: EvalReport) -> None:
         reply = (outcome.reply or "").lower()
         for needle in expect.get("reply_contains", []):
             if needle.lower() not in reply:
-                report.failures.append(f"{where}: reply lacks {needle!r}: {outcome.reply!r}")
+                report.fail(where, f"reply lacks {needle!r}: {outcome.reply!r}")
         for needle in expect.get("reply_excludes", []):
             if needle.lower() in reply:
-                report.failures.append(f"{where}: reply has {needle!r}: {outcome.reply!r}")
+                report.fail(where, f"reply has {needle!r}: {outcome.reply!r}")
         if expect.get("silent") is not None:
             _check(report, where, "silent", expect["silent"], outcome.reply is None)
 
@@ -139,7 +144,7 @@ async def run_conversation(rt, conv: dict, report: EvalReport) -> None:
 def _check(report: EvalReport, where: str, what: str, expected, actual) -> bool:
     if expected is None or expected == actual:
         return True
-    report.failures.append(f"{where}: {what} expected {expected!r}, got {actual!r}")
+    report.fail(where, f"{what} expected {expected!r}, got {actual!r}")
     return False
 
 

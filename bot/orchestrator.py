@@ -95,6 +95,8 @@ class Turn:
     results: list[ToolResult] = field(default_factory=list)
     draft: Draft | None = None
     error: str | None = None
+    # Spans are written together when the turn ends (one transaction instead of six).
+    spans: list[tuple] = field(default_factory=list)
 
 
 def surface(channel: str) -> str:
@@ -199,19 +201,19 @@ class Orchestrator:
                     log.exception("turn_step_failed", state=state.value)
                     turn.error = f"{state.value}: {type(exc).__name__}"
                     turn.state = State.FAILED
-                await self._span(turn, state.value, started)
-            if turn.state == State.FAILED:
-                return await self._fail(turn)
-            return await self._finish(turn)
+                self._span(turn, state.value, started)
+            try:
+                if turn.state == State.FAILED:
+                    return await self._fail(turn)
+                return await self._finish(turn)
+            finally:
+                await self.store.trace_many(turn.spans)
 
     async def _route(self, turn: Turn) -> State:
-        env = turn.envelope
-        turn.session = await self.store.session_get_or_create(env)
-        await self.store.add_message(env.session_id, env.tenant_id, "user", env.text, env.id)
+        opened = await self.store.open_turn(turn.envelope)
+        turn.session, turn.case_state, turn.history = opened["session"], opened["case_state"], opened["history"]
         if turn.session["status"] == HANDED_OFF:
             return State.SILENT
-        turn.case_state = await self.store.case_state(env.session_id)
-        turn.history = (await self.store.history(env.session_id, 12))[:-1]
         return State.PLAN
 
     async def _plan(self, turn: Turn) -> State:
@@ -370,7 +372,7 @@ class Orchestrator:
             inbox_id=env.id,
         )
 
-    async def _span(self, turn: Turn, span: str, started: float) -> None:
+    def _span(self, turn: Turn, span: str, started: float) -> None:
         duration = (time.perf_counter() - started) * 1000
         data: dict[str, Any] = {"next": turn.state.value}
         if span == State.ROUTE.value:
@@ -380,14 +382,14 @@ class Orchestrator:
                         planner=turn.plan.planner, steps=[s.tool for s in turn.plan.steps])
         if span == State.TOOL_LOOP.value:
             data["tools"] = [{"tool": r.tool, "ok": r.ok, "cached": r.cached, "ms": r.cost_ms} for r in turn.results]
-        await self.store.trace(turn.correlation_id, turn.envelope.tenant_id, span, duration, data)
+        turn.spans.append((turn.correlation_id, turn.envelope.tenant_id, span, duration, data))
 
     async def _llm_spans(self, turn: Turn) -> None:
         calls = turn.context.llm_calls if turn.context else []
         while calls:
             call = calls.pop(0)
-            await self.store.trace(turn.correlation_id, turn.envelope.tenant_id, "llm_call",
-                                   float(call.get("latency_ms", 0.0)), call)
+            turn.spans.append((turn.correlation_id, turn.envelope.tenant_id, "llm_call",
+                               float(call.get("latency_ms", 0.0)), call))
 
     def _outcome_json(self, outcome: TurnOutcome) -> str:
         import json

@@ -179,6 +179,14 @@ class Store:
         ).fetchall()
         return [{"role": r[0], "text": r[1], "ts": r[2]} for r in reversed(rows)]
 
+    def open_turn(self, envelope: MessageEnvelope, history_limit: int = 12) -> dict:
+        """Everything ROUTE needs, in one call: the session (created on first message), the
+        user's message appended to the transcript, the case state and the history before it."""
+        session = self.session_get_or_create(envelope)
+        self.add_message(envelope.session_id, envelope.tenant_id, "user", envelope.text, envelope.id)
+        return {"session": session, "case_state": self.case_state(envelope.session_id),
+                "history": self.history(envelope.session_id, history_limit)[:-1]}
+
     # -- case state ----------------------------------------------------------------------
     def case_state(self, session_id: str) -> dict:
         rows = list(self.db["case_state"].rows_where("session_id = ?", [session_id]))
@@ -288,6 +296,13 @@ class Store:
             [correlation_id, tenant_id, span, dumps(data or {}), now_iso(), duration_ms],
         )
 
+    def trace_many(self, spans: list[tuple]) -> None:
+        """Write a turn's spans in one transaction: (correlation_id, tenant, span, ms, data)."""
+        with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT INTO traces (correlation_id, tenant_id, span, data, ts, duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                [(c, t, span, dumps(data or {}), now_iso(), ms) for c, t, span, ms, data in spans])
+
     def traces_for(self, correlation_id: str) -> list[dict]:
         rows = self.db["traces"].rows_where("correlation_id = ?", [correlation_id], order_by="id")
         return [{**r, "data": loads(r["data"], {})} for r in rows]
@@ -297,6 +312,21 @@ class Store:
             {"tenant_id": tenant_id, "session_id": session_id, "inbox_id": inbox_id,
              "user_id": user_id, "value": value, "ts": now_iso()}
         )
+
+    def activity_since(self, tenant_id: str, since: str) -> dict[str, int]:
+        """A tenant's figures since `since` (ISO time): messages answered, handoffs, and
+        approval decisions (App Home's "today")."""
+        def count(sql: str) -> int:
+            return self.db.execute(sql, [tenant_id, since]).fetchone()[0]
+
+        return {
+            "answered": count("SELECT count(*) FROM inbox WHERE tenant_id = ? AND updated_at >= ?"
+                              " AND status IN ('answered', 'delivered')"),
+            "handoffs": count("SELECT count(*) FROM audit_log WHERE tenant_id = ? AND ts >= ?"
+                              " AND action = 'handoff'"),
+            "approvals": count("SELECT count(*) FROM audit_log WHERE tenant_id = ? AND ts >= ?"
+                               " AND action IN ('approved', 'rejected')"),
+        }
 
     # -- outbox ------------------------------------------------------------------------
     def outbox_add(self, tenant_id: str, channel: str, session_id: str, inbox_id: str, payload: dict) -> int:
