@@ -302,6 +302,36 @@ def trace(correlation_id: str) -> None:
     store.close()
 
 
+@app.command("replay")
+def replay_cmd(
+    limit: int = typer.Option(200, help="How many recent stored turns to replay."),
+    tenant: Optional[str] = TenantOpt,
+    show_all: bool = typer.Option(False, "--all", help="Print unchanged turns too."),
+) -> None:
+    """Re-plan stored messages with the current planner and show which plans changed.
+
+    Nothing runs and nothing is written.
+
+    Example:  deskhand replay --limit 500
+    """
+    from bot.hands.registry import default_registry
+    from bot.replay import replay
+    from bot.runtime import build_planner
+    from bot.store import Store
+
+    settings = _settings()
+    registry = default_registry()
+    store = Store(settings.db_path)
+    diffs = _run(replay(store, build_planner(settings, registry), settings, registry, limit, tenant))
+    store.close()
+    for d in diffs:
+        if d.changed or show_all:
+            mark = "CHANGED" if d.changed else "same   "
+            typer.echo(f"{mark} {d.inbox_id}  {d.before[0]} {d.before[1]} -> {d.after[0]} {d.after[1]}  | {d.text}")
+    changed = sum(d.changed for d in diffs)
+    typer.echo(f"{len(diffs)} replayed, {changed} changed")
+
+
 def _mount_optional(name: str, module: str, attr: str) -> None:
     # Sub-apps register themselves here; a missing optional part never breaks the CLI.
     try:
@@ -313,6 +343,10 @@ def _mount_optional(name: str, module: str, attr: str) -> None:
 
 _mount_optional("kb", "kb_loader.cli", "kb_app")
 _mount_optional("mail", "mailbridge.cli", "mail_app")
+
+from bot.reporting import report  # noqa: E402
+
+app.command("report")(report)
 
 
 def main() -> None:

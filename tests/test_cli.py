@@ -49,3 +49,21 @@ def test_chat_session_multi_turn():
 def test_help_teaches():
     result = runner.invoke(app, ["ask", "--help"])
     assert "Example:" in result.output
+
+
+def test_replay_reports_unchanged_plans():
+    runner.invoke(app, ["ask", "where is order A-1042?"])
+    runner.invoke(app, ["ask", "what payment methods do you accept"])
+    result = runner.invoke(app, ["replay", "--all"])
+    assert result.exit_code == 0, result.output
+    assert "2 replayed, 0 changed" in result.output
+    assert "track_order ['get_order_status'] -> track_order ['get_order_status']" in result.output
+
+
+def test_logs_are_json_with_the_turn_context_bound(tmp_path):
+    runner.invoke(app, ["ask", "where is order A-1042?"])
+    log_file = tmp_path / "home" / "deskhand.log"
+    events = [json.loads(line) for line in log_file.read_text().splitlines()]
+    turn = [e for e in events if e["event"] == "turn_done"][0]
+    assert turn["correlation_id"] and turn["tenant_id"] == "T_DEMO" and turn["session_id"].startswith("cli:")
+    assert turn["channel"] == "cli" and turn["level"] == "info"

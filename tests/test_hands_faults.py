@@ -186,3 +186,8 @@ async def test_retry_backoff_is_200ms_then_400ms(tmp_path):
             self.attempt_number = n
 
     assert [wait(State(1)), wait(State(2))] == [0.2, 0.4]
+
+
+async def test_http_backend_sends_the_configured_token(rt, shop):
+    await rt.executor.run(ORDER, ctx(rt))
+    assert shop.requests[0]["headers"]["Authorization"] == "Bearer shop-token"
