@@ -1,0 +1,1 @@
+"""Deskhand's mail bridge: SMTP/IMAP in, parsing and threading, replies out (see README.md)."""
