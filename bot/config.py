@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # Brain
     planner: Literal["rules", "llm", "auto"] = "rules"
     clarify_threshold: float = 0.55
+    # Use the KB's sentence encoder in the intent classifier (lexical only when False).
+    intent_semantic: bool = True
     max_tool_calls: int = 3
     history_token_budget: int = 1500
 
@@ -136,6 +138,7 @@ class Settings(BaseSettings):
     imap_port: int = 993
     imap_username: str = ""
     imap_password: str = ""
+    imap_ssl: bool = True  # TLS from the first byte (IMAPS, usually port 993)
     imap_poll_s: float = 60.0
 
     @property

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.brain.base import Planner
 from bot.config import FIXTURES, Settings, load_settings
-from bot.contracts import PendingAction
+from bot.contracts import PendingAction, PlanStep, ToolResult
 from bot.hands import approvals
 from bot.hands.backends.base import Backends
 from bot.hands.backends.http import HttpBackend
@@ -23,6 +23,7 @@ from bot.hands.breaker import BreakerBoard
 from bot.hands.context import HandContext
 from bot.hands.executor import HandsExecutor
 from bot.hands.registry import ToolRegistry, default_registry
+from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
 from bot.orchestrator import Orchestrator
 from bot.store import AsyncStore, Store
@@ -30,10 +31,25 @@ from bot.store import AsyncStore, Store
 log = get_logger("deskhand.runtime")
 
 
+def intent_classifier(settings: Settings):
+    """The rules planner's classifier: lexical plus the KB's sentence encoder when it loads."""
+    from bot.brain.intents import IntentClassifier
+
+    encoder = None
+    if settings.intent_semantic:
+        try:
+            from kb_loader.encoder import get_encoder
+
+            encoder = get_encoder(settings)
+        except Exception as exc:  # no encoder: the lexical classifier alone still works
+            log.warning("intent_encoder_unavailable", error=str(exc))
+    return IntentClassifier.default(encoder)
+
+
 def build_planner(settings: Settings, registry: ToolRegistry) -> Planner:
     from bot.brain.rules import RulesPlanner
 
-    rules = RulesPlanner(clarify_threshold=settings.clarify_threshold)
+    rules = RulesPlanner(intent_classifier(settings), clarify_threshold=settings.clarify_threshold)
     if settings.planner == "rules":
         return rules
     from bot.brain.llm import build_llm_planner  # only imported when asked for
@@ -91,6 +107,33 @@ class Runtime:
             await self.orchestrator.notify(decision.action.session_id, customer_notice(decision),
                                            action_id=action_id, decision=decision.status)
         return decision
+
+    async def hand_off(self, session_id: str, user_id: str, reason: str, trigger: str) -> ToolResult | None:
+        """Hand a conversation to a human outside a turn (a "Talk to a human" button), through
+        the same escalate_to_human hand a turn uses. `trigger` names the click, so a redelivered
+        click is the same handoff. None if there is no such session."""
+        session = await self.store.session_get(session_id)
+        if session is None:
+            return None
+        tenant_id = session["tenant_id"]
+        history = await self.store.history(session_id, 12)
+        excerpt = "\n".join(f"{m['role']}: {m['text']}" for m in history)[-4000:]
+        ctx = HandContext(
+            tenant_id=tenant_id, session_id=session_id, user_id=user_id, channel=session["channel"],
+            correlation_id=f"handoff-{trigger}"[:64], policy=self.settings.policy(tenant_id),
+            backends=self.backends_for(tenant_id), store=self.store, kb=self.kb, inbox_id=trigger,
+        )
+        return await self.executor.run(PlanStep(tool="escalate_to_human", args={
+            "reason": reason[:500], "transcript_excerpt": excerpt}), ctx)
+
+    async def hand_back(self, session_id: str, user_id: str) -> bool:
+        """Return a handed-off conversation to the bot. False if it was not handed off."""
+        session = await self.store.session_get(session_id)
+        if session is None or session["status"] != HANDED_OFF:
+            return False
+        await self.store.session_update(session_id, status="active")
+        await self.store.audit(session["tenant_id"], user_id, "handback", session_id)
+        return True
 
     async def ensure_kb(self, tenant_id: str) -> None:
         """Index the configured KB folder the first time a tenant has no index."""

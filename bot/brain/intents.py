@@ -5,13 +5,20 @@ CDLA-Sharing-1.0). Features are TF-IDF weighted word unigrams, bigrams and in-wo
 trigrams (so typos like "cacnel" still match), scored against every example through an
 inverted index, and the top neighbours vote. `greeting`, `thanks` and `out_of_scope` are
 decided by rules and by the similarity floor, since no examples exist for them.
+
+With a sentence encoder (the knowledge base's all-MiniLM-L6-v2 by default), each example's
+score is a weighted sum of its encoder cosine and its lexical score: the encoder catches
+paraphrases the words miss, the words keep exact phrasings and typos close.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +75,43 @@ def features(text: str) -> Counter:
     return feats
 
 
+# Below this similarity to every known example, a message is out of scope. Chosen on the
+# development data (bench/intents.py): about 0.5 % of in-domain messages fall below it.
+LEXICAL_FLOOR = 0.40
+SEMANTIC_FLOOR = 0.50
+# Weight of the sentence-encoder cosine against the lexical score when an encoder is used.
+SEMANTIC_WEIGHT = 0.4
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DESKHAND_CACHE_DIR") or Path.home() / ".cache" / "deskhand")
+
+
+def example_vectors(encoder, texts: list[str]) -> np.ndarray:
+    """Encoder vectors of the labelled examples, cached on disk by encoder and content:
+    encoding a few thousand examples takes seconds, and every process needs them."""
+    digest = hashlib.sha256((getattr(encoder, "name", "encoder") + "\n" + "\n".join(texts)).encode()).hexdigest()[:24]
+    path = cache_dir() / f"intent-vectors-{digest}.npy"
+    if path.exists():
+        vectors = np.load(path)
+        if vectors.shape[0] == len(texts):
+            return vectors
+    vectors = np.asarray(encoder.encode(texts), dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)  # concurrent processes may race; each writes a complete file
+    return vectors
+
+
+_DEFAULTS: dict[str, "IntentClassifier"] = {}
+_DEFAULTS_LOCK = threading.Lock()
+
+
 class IntentClassifier:
-    def __init__(self, examples: list[tuple[str, str]], k: int = 7, floor: float = 0.40):
+    def __init__(self, examples: list[tuple[str, str]], k: int = 7, floor: float | None = None,
+                 encoder=None, semantic_weight: float = SEMANTIC_WEIGHT,
+                 known_vectors: dict[str, np.ndarray] | None = None):
         self.k = k
         # Bitext repeats templates with different numbers; after normalisation they are the
         # same example and would outvote everything else.
@@ -81,8 +123,19 @@ class IntentClassifier:
                 seen.add(key)
                 unique.append((text, label))
         examples = unique
-        # Below this cosine similarity to every known example, a message is out of scope.
-        self.floor = floor
+        self.examples = examples
+        self.encoder = encoder
+        self.semantic_weight = semantic_weight if encoder is not None else 0.0
+        self.floor = floor if floor is not None else (SEMANTIC_FLOOR if encoder is not None else LEXICAL_FLOOR)
+        # `known_vectors` (normalised text -> vector) lets evaluation reuse one encoding
+        # across cross-validation folds.
+        texts = [normalise(t) for t, _ in examples]
+        if encoder is None:
+            self._vectors = None
+        elif known_vectors is not None:
+            self._vectors = np.stack([known_vectors[t] for t in texts])
+        else:
+            self._vectors = example_vectors(encoder, texts)
         self.labels = sorted({label for _, label in examples})
         self._label_of = np.array([self.labels.index(label) for _, label in examples])
         docs = [features(text) for text, _ in examples]
@@ -103,8 +156,13 @@ class IntentClassifier:
         self._n = n
 
     @classmethod
-    def default(cls) -> "IntentClassifier":
-        return cls(load_examples())
+    def default(cls, encoder=None) -> "IntentClassifier":
+        """The built-in classifier, built once per process (and per encoder)."""
+        key = getattr(encoder, "name", "encoder") if encoder is not None else "lexical"
+        with _DEFAULTS_LOCK:
+            if key not in _DEFAULTS:
+                _DEFAULTS[key] = cls(load_examples(), encoder=encoder)
+            return _DEFAULTS[key]
 
     def _weigh(self, feats: Counter) -> dict[str, float]:
         weights = {f: (1 + math.log(c)) * self._idf[f] for f, c in feats.items() if f in self._idf}
@@ -116,7 +174,10 @@ class IntentClassifier:
         for f, w in self._weigh(features(text)).items():
             idx, vals = self._postings[f]
             scores[idx] += w * vals
-        return scores
+        if self._vectors is None:
+            return scores
+        query = np.asarray(self.encoder.encode([normalise(text)]), dtype=np.float32)[0]
+        return self.semantic_weight * (self._vectors @ query) + (1 - self.semantic_weight) * scores
 
     def classify(self, text: str) -> IntentGuess:
         stripped = text.strip()
@@ -143,6 +204,6 @@ class IntentClassifier:
         # Confidence grows with how close the nearest example is and how unanimous the
         # neighbours are; 0.55 (the default clarify threshold) is roughly "a near example
         # and a clear majority".
-        closeness = min(1.0, (best_sim - self.floor) / 0.3)
+        closeness = min(1.0, max(0.0, best_sim - self.floor) / 0.3)
         confidence = round(0.35 + 0.65 * (0.5 * closeness + 0.5 * share), 4)
         return IntentGuess(self.labels[best_label], confidence, best_sim, runner)

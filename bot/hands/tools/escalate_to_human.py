@@ -24,7 +24,10 @@ class Escalation(BaseModel):
 
 
 def _key(ctx: HandContext, args: EscalateArgs) -> str:
-    return hashlib.sha256(f"{ctx.tenant_id}|{ctx.session_id}|escalate".encode()).hexdigest()
+    # One handoff per triggering message or click: re-running that turn is the same handoff,
+    # but a conversation that was handed back can be handed off again later.
+    trigger = ctx.inbox_id or ctx.correlation_id
+    return hashlib.sha256(f"{ctx.tenant_id}|{ctx.session_id}|escalate|{trigger}".encode()).hexdigest()
 
 
 @hand(side_effect="write", idempotency_key=_key)
