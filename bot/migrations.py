@@ -111,6 +111,16 @@ def m002_outbox_and_feedback(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m003_email_threads(db: sqlite_utils.Database) -> None:
+    # Email threading: every Message-ID (and normalised-subject key) of a conversation's
+    # messages, inbound and outbound, mapped to its session (see mailbridge/threading.py).
+    db["email_threads"].create(
+        {"key": str, "session_id": str, "tenant_id": str, "ts": str}, pk="key"
+    )
+    db["email_threads"].create_index(["session_id"])
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply every migration not yet recorded. Returns the names applied now."""
     table = db["_migrations"]

@@ -1,7 +1,13 @@
-"""`deskhand mail …`: look at email the way Deskhand sees it. Nothing here sends mail."""
+"""`deskhand mail …`: run the mail bridge, look at its outbox, read email as Deskhand does.
+
+`parse` only reads; `serve` receives and answers mail; `outbox` and `retry` look at and
+re-queue what is waiting to be sent.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -10,14 +16,133 @@ import typer
 from mailbridge.parse import DEFAULT_MAX_BYTES, parse_message
 
 mail_app = typer.Typer(
-    help="Inspect email the way Deskhand's mail bridge reads it (nothing is sent).",
+    help="The email sidecar: receive and answer mail, inspect the outbox, parse a message.",
     no_args_is_help=True,
 )
 
 
 @mail_app.callback()
 def _mail() -> None:
-    """Inspect email the way Deskhand's mail bridge reads it (nothing is sent)."""
+    """The email sidecar: receive and answer mail, inspect the outbox, parse a message."""
+
+
+def _settings():
+    from bot.config import load_settings
+    from bot.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, log_file=settings.log_file or settings.home / "deskhand.log")
+    return settings
+
+
+@mail_app.command("serve")
+def serve_cmd() -> None:
+    """Receive and answer email until stopped (SMTP, plus IMAP when configured).
+
+    Runs the mail bridge with the orchestrator's workers (no Slack). Replies go out through
+    the relay. It first finishes whatever a previous run left (messages not yet
+    answered, replies not yet sent). Stops cleanly on Ctrl-C or SIGTERM.
+    Configured by DESKHAND_SMTP_HOST/PORT, DESKHAND_SMTP_RECIPIENTS, DESKHAND_MAIL_TENANT,
+    DESKHAND_MAIL_FROM, DESKHAND_RELAY_* and DESKHAND_IMAP_*.
+
+    Example:
+
+        DESKHAND_SMTP_PORT=8025 DESKHAND_RELAY_PORT=2525 deskhand mail serve
+    """
+    from bot.runtime import open_runtime
+    from mailbridge.service import serve_until_stopped
+
+    settings = _settings()
+
+    def ready(bridge) -> None:
+        imap = f", IMAP {settings.imap_host}:{settings.imap_port}" if settings.imap_host else ""
+        typer.echo(f"Deskhand mail bridge: SMTP on {settings.smtp_host}:{bridge.smtp_port}{imap}; "
+                   f"replies via {settings.relay_host}:{settings.relay_port}. Ctrl-C to stop.")
+        sys.stdout.flush()
+
+    async def main() -> None:
+        async with open_runtime(settings) as rt:
+            await rt.ensure_kb(settings.mail_tenant)
+            await serve_until_stopped(rt, on_ready=ready)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+
+
+@mail_app.command("outbox")
+def outbox_cmd(
+    status: str = typer.Option("all", "--status", help="pending, sent, failed, or all."),
+    limit: int = typer.Option(50, "--limit", help="Show at most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """List outgoing email (pending, sent, failed) with attempts and the last error.
+
+    A failed item stays listed until it is sent; `deskhand mail retry ID` queues it again.
+
+    Example:
+
+        deskhand mail outbox --status failed
+    """
+    from bot.store import Store
+
+    if status not in ("pending", "sent", "failed", "all"):
+        typer.echo("--status must be pending, sent, failed or all", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    store = Store(settings.db_path)
+    try:
+        rows = store.outbox_rows(None if status == "all" else status, channel="email")
+    finally:
+        store.close()
+    rows = list(reversed(rows))[:limit]
+    if not rows:
+        typer.echo("No outgoing email." if status == "all" else f"No {status} email.")
+        return
+    for row in rows:
+        payload = row["payload"]
+        item = {
+            "id": row["id"], "status": row["status"], "attempts": row["attempts"], "to": payload.get("to", ""),
+            "subject": payload.get("subject", ""), "message_id": payload.get("message_id", ""),
+            "session_id": row["session_id"], "created_at": row["created_at"], "sent_at": row["sent_at"],
+            "next_attempt_at": row["next_attempt_at"], "last_error": row["last_error"],
+        }
+        if as_json:
+            typer.echo(json.dumps(item))
+            continue
+        when = {"sent": f"sent {row['sent_at']}", "pending": f"next try {row['next_attempt_at']}"}.get(row["status"], "")
+        typer.echo(f"{row['id']:>5}  {row['status']:<7}  {row['attempts']} attempt(s)  to {item['to']}  "
+                   f"\"{item['subject']}\"  {when}".rstrip())
+        if row["last_error"]:
+            typer.echo(f"       last error: {row['last_error']}")
+
+
+@mail_app.command("retry")
+def retry_cmd(item_id: int = typer.Argument(..., help="The outbox item's id (see `deskhand mail outbox`).")) -> None:
+    """Queue a failed outgoing email again.
+
+    A running bridge sends it within its poll interval (15 s), or at its next start.
+
+    Example:
+
+        deskhand mail retry 12
+    """
+    from bot.store import Store
+
+    settings = _settings()
+    store = Store(settings.db_path)
+    try:
+        rows = [r for r in store.outbox_rows(channel="email") if r["id"] == item_id]
+        if not rows:
+            typer.echo(f"No outgoing email {item_id}.", err=True)
+            raise typer.Exit(1)
+        if not store.outbox_requeue(item_id):
+            typer.echo(f"Email {item_id} was already sent.", err=True)
+            raise typer.Exit(1)
+    finally:
+        store.close()
+    typer.echo(f"Email {item_id} is queued again.")
 
 
 def _size(n: int) -> str:

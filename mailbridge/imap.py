@@ -43,16 +43,14 @@ class ImapConfig:
 
     @classmethod
     def from_settings(cls, settings) -> ImapConfig:
-        """From `bot.config.Settings` (imap_host, imap_port, imap_username, imap_password).
-
-        TLS unless the port is 143 (plain IMAP); an `imap_ssl` setting would say it outright.
-        """
+        """From `bot.config.Settings` (imap_host, imap_port, imap_username, imap_password,
+        imap_ssl: TLS from the first byte, on by default)."""
         return cls(
             host=settings.imap_host,
             port=settings.imap_port,
             username=settings.imap_username,
             password=settings.imap_password,
-            use_ssl=getattr(settings, "imap_ssl", settings.imap_port != 143),
+            use_ssl=settings.imap_ssl,
         )
 
 

@@ -87,10 +87,13 @@ def build_reply(
     domain: str | None = None,
     auto_submitted: bool = True,
     now: datetime | None = None,
+    message_id: str | None = None,
 ) -> EmailMessage:
     """A reply to `parent`. `to` defaults to the parent's Reply-To, else its From.
 
     `auto_submitted=False` for a teammate's reply (the takeover), which is not automatic.
+    `message_id` fixes the reply's own Message-ID (e.g. derived from what it answers, so a
+    reply built twice is the same message); a fresh one is made otherwise.
     """
     recipient = to or parent.reply_address
     if not recipient:
@@ -103,7 +106,7 @@ def build_reply(
         msg["Cc"] = ", ".join(cc)
     msg["Subject"] = reply_subject(parent.subject)
     msg["Date"] = format_datetime(now or utcnow())
-    msg["Message-ID"] = make_msgid(domain=domain or from_addr.rpartition("@")[2] or "deskhand.invalid")
+    msg["Message-ID"] = message_id or make_msgid(domain=domain or from_addr.rpartition("@")[2] or "deskhand.invalid")
     if not _generated_id(parent):
         msg["In-Reply-To"] = parent.message_id
     refs = reply_references(parent)
@@ -186,6 +189,9 @@ class OutboxItem:
     raw: bytes  # the serialised message, Message-ID included
     message_id: str = ""
     session_id: str = ""
+    tenant_id: str = ""
+    inbox_id: str = ""  # the inbound message this answers, if any
+    key: str = ""  # idempotency: a store keeps one item per key
     attempts: int = 0  # failed attempts so far
     next_attempt_at: datetime | None = None
     created_at: datetime = field(default_factory=utcnow)
@@ -194,14 +200,16 @@ class OutboxItem:
 class OutboxStore(Protocol):
     """What `Outbox` needs from the store (the SQLite `outbox` table, in Deskhand).
 
-    - `outbox_add(item)`: insert a pending item, due at `item.next_attempt_at` (now).
+    - `outbox_add(item)`: insert a pending item, due at `item.next_attempt_at` (now). It
+      may return the id it stored the item under (a database row id); with `item.key`, a
+      store may keep a single item per key and return the existing one's id.
     - `outbox_due(now, limit)`: pending items with `next_attempt_at <= now`, oldest first.
     - `outbox_mark_sent(item_id, sent_at)`: the relay accepted it; never return it again.
     - `outbox_mark_failed(item_id, error, next_attempt_at)`: increment `attempts`, keep the
       error; `next_attempt_at=None` means give up (status "dead", shown to an operator).
     """
 
-    async def outbox_add(self, item: OutboxItem) -> None: ...
+    async def outbox_add(self, item: OutboxItem) -> str | None: ...
 
     async def outbox_due(self, now: datetime, limit: int) -> list[OutboxItem]: ...
 
@@ -218,9 +226,14 @@ class MemoryOutboxStore:
         self.status: dict[str, str] = {}
         self.errors: dict[str, list[str]] = {}
 
-    async def outbox_add(self, item: OutboxItem) -> None:
+    async def outbox_add(self, item: OutboxItem) -> str | None:
+        if item.key:
+            for existing in self.items.values():
+                if existing.key == item.key:
+                    return existing.id
         self.items[item.id] = item
         self.status[item.id] = "pending"
+        return None
 
     async def outbox_due(self, now: datetime, limit: int) -> list[OutboxItem]:
         due = [
@@ -285,16 +298,23 @@ class Outbox:
         delay = self.base_delay_s * (2 ** max(failed_attempts - 1, 0))
         return timedelta(seconds=min(delay, self.max_delay_s))
 
-    async def enqueue(self, msg: EmailMessage, *, session_id: str = "") -> OutboxItem:
+    async def enqueue(
+        self, msg: EmailMessage, *, session_id: str = "", tenant_id: str = "", inbox_id: str = "", key: str = ""
+    ) -> OutboxItem:
         item = OutboxItem(
             id=f"out_{uuid.uuid4().hex[:16]}",
             raw=msg.as_bytes(policy=policy.SMTP),
             message_id=str(msg.get("Message-ID", "")),
             session_id=session_id,
+            tenant_id=tenant_id,
+            inbox_id=inbox_id,
+            key=key,
             next_attempt_at=self._clock(),
             created_at=self._clock(),
         )
-        await self.store.outbox_add(item)
+        stored_as = await self.store.outbox_add(item)
+        if stored_as:
+            item = replace(item, id=str(stored_as))
         self._wake.set()
         return item
 
@@ -323,11 +343,34 @@ class Outbox:
                     result.sent.append(item.id)
         return result
 
-    async def run(self, stop: asyncio.Event, *, poll_s: float = 15.0) -> None:
-        """Drain until `stop` is set; wakes on `enqueue` or every `poll_s` seconds."""
+    def wake(self) -> None:
+        """Drain now (e.g. after items were made due outside `enqueue`)."""
+        self._wake.set()
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        poll_s: float = 15.0,
+        on_result: Callable[[RunResult], Awaitable[None]] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """Drain until `stop` is set; wakes on `enqueue` or every `poll_s` seconds.
+
+        `on_result` sees each drain's result (e.g. to tell the team about items given up).
+        With `on_error`, a failing drain (the store unavailable) is reported and the loop
+        goes on; without it, the error ends the loop.
+        """
         while not stop.is_set():
             self._wake.clear()  # before draining: an enqueue during the drain wakes us again
-            await self.run_once()
+            try:
+                result = await self.run_once()
+                if on_result is not None:
+                    await on_result(result)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             try:
                 await asyncio.wait(waiters, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)

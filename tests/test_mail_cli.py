@@ -52,4 +52,4 @@ def test_help_has_a_summary_and_an_example():
     assert "Parse one email" in result.output
     assert "Example:" in result.output and "deskhand mail parse" in result.output
     top = runner.invoke(mail_app, ["--help"])
-    assert "Inspect email" in top.output and "parse" in top.output
+    assert "The email sidecar" in top.output and "parse" in top.output and "outbox" in top.output

@@ -30,6 +30,7 @@ EXPECTED = {
                "created_at": str, "sent_at": str},
     "feedback": {"id": int, "tenant_id": str, "session_id": str, "inbox_id": str, "user_id": str,
                  "value": str, "ts": str},
+    "email_threads": {"key": str, "session_id": str, "tenant_id": str, "ts": str},
     "_migrations": {"name": str, "applied_at": str},
 }
 
