@@ -148,6 +148,43 @@ def ask(
 
 
 @app.command()
+def run() -> None:
+    """Run Deskhand: connect to Slack over Socket Mode and answer until stopped (Ctrl-C).
+
+    Needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN (see manifest.yml and docs/slack.md).
+
+    Example:  SLACK_BOT_TOKEN=xoxb-… SLACK_APP_TOKEN=xapp-… deskhand run
+    """
+    from bot.slack.app import credentials_help, missing_credentials
+
+    settings = _settings()
+    if problems := missing_credentials(settings):
+        typer.echo(credentials_help(problems), err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(_run(_serve(settings)))
+
+
+async def _serve(settings) -> int:
+    from slack_sdk.errors import SlackApiError
+
+    from bot.runtime import open_runtime
+    from bot.slack.app import serve, wait_for_shutdown
+
+    try:
+        async with open_runtime(settings) as rt, serve(rt):
+            # Seam for the mail bridge: it joins this same lifespan, entered before `serve`
+            # (`open_runtime(...) as rt, mail_lifespan(rt), serve(rt)`, mailbridge/service.py).
+            # The orchestrator's workers run inside `serve`.
+            console.print("[bold]Deskhand[/] is connected to Slack. Press Ctrl-C to stop.")
+            await wait_for_shutdown()
+    except SlackApiError as exc:
+        typer.echo(f"Slack refused the connection: {exc.response.get('error')}. Check "
+                   "SLACK_BOT_TOKEN and SLACK_APP_TOKEN (docs/slack.md).", err=True)
+        return 1
+    return 0
+
+
+@app.command()
 def resume() -> None:
     """Finish turns a previous process left unfinished, printing their replies.
 
@@ -342,7 +379,10 @@ def _mount_optional(name: str, module: str, attr: str) -> None:
 
 
 _mount_optional("kb", "kb_loader.cli", "kb_app")
-_mount_optional("mail", "mailbridge.cli", "mail_app")
+
+from mailbridge.cli import mail_app  # noqa: E402
+
+app.add_typer(mail_app, name="mail")
 
 from bot.reporting import report  # noqa: E402
 

@@ -63,6 +63,8 @@ def error_kind(exc: BaseException | None) -> str:
         return f"http_{exc.status_code}"
     if isinstance(exc, IncompleteOutputException):
         return "truncated"
+    if isinstance(exc, json.JSONDecodeError):
+        return "bad_response"
     return type(exc).__name__ if exc is not None else "unknown"
 
 
@@ -239,7 +241,16 @@ class LLMPlanner:
     async def draft(self, plan: BrainPlan, results: list[ToolResult], context: PlanContext) -> Draft | None:
         """The reply, worded by a model from tool results and citations only. None leaves it
         to the template drafter: for clarifications, handoffs, turns the rules planner
-        planned (the models were down), and whenever the model fails."""
+        planned (the models were down), and whenever drafting fails."""
+        try:
+            return await self._draft(plan, results, context)
+        except (ModelFailed, OutputRejected) as exc:
+            log.info("llm_draft_failed", error=str(exc)[:500])
+        except Exception:  # the template drafter always has an answer; a bug here must not cost one
+            log.exception("llm_draft_error")
+        return None
+
+    async def _draft(self, plan: BrainPlan, results: list[ToolResult], context: PlanContext) -> Draft | None:
         if plan.planner != self.name or not results or plan.needs_clarification or plan.offer_human:
             return None
         if not any(r.ok for r in results) or any(r.tool == "escalate_to_human" and r.ok for r in results):
@@ -250,15 +261,13 @@ class LLMPlanner:
         if keys not in self._reply_models:
             self._reply_models[keys] = reply_model(list(keys))
         only_kb = all(r.tool == "search_kb" for r in results if r.ok)
+        if only_kb and not passages:
+            return None  # nothing relevant in the help centre: the template says "not certain"
         first = s.llm_large_model if len(results) > 1 else s.llm_small_model
-        try:
-            out, _ = await self._structured(
-                self._reply_models[keys], draft_messages(plan, results, passages, context),
-                [first, s.llm_fallback_model], temperature=DRAFT_TEMPERATURE, purpose="draft",
-                context=context, validation_context={"require_citation": bool(passages) and only_kb})
-        except (ModelFailed, OutputRejected) as exc:
-            log.info("llm_draft_failed", error=str(exc)[:500])
-            return None
+        out, _ = await self._structured(
+            self._reply_models[keys], draft_messages(plan, results, passages, context),
+            [first, s.llm_fallback_model], temperature=DRAFT_TEMPERATURE, purpose="draft",
+            context=context, validation_context={"require_citation": bool(passages) and only_kb})
         by_key = {key: citation for key, citation, _ in passages}
         citations = [by_key[key] for key in dict.fromkeys(getattr(out, "citations", None) or [])]
         offer_human = bool(out.offer_human) or any(not r.ok for r in results)
@@ -283,7 +292,10 @@ class LLMPlanner:
                 return out, model
             except InstructorRetryException as exc:
                 cause = exc.__cause__
-                if isinstance(cause, _INVALID_OUTPUT):
+                # The model's output failed validation twice. (A garbled HTTP body also
+                # raises a JSON error, but from the API call: that is the server failing.)
+                failed = exc.failed_attempts or []
+                if isinstance(cause, _INVALID_OUTPUT) and failed and failed[-1].exception is cause:
                     raise OutputRejected(str(cause)) from exc
                 failures.append(f"{model}: {error_kind(cause)}")
             except Exception as exc:  # anything else from this model: try the next one

@@ -27,6 +27,34 @@ PLAN_DOC = ("Deskhand's plan for this customer message: the intent, how sure you
 REPLY_DOC = "The reply to send the customer, composed only from the tool results and passages given."
 
 
+# A grammar-constrained server (llama.cpp) expands `maxLength` into nested optional rules;
+# long limits (a ticket body's 10,000 characters) exceed its grammar limits and crash it.
+# The schema a model sees states such limits in words instead; validation still enforces them.
+GRAMMAR_MAX_LENGTH = 100
+
+
+def relax_lengths(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {k: relax_lengths(v) for k, v in node.items()}
+        limit = out.get("maxLength")
+        if isinstance(limit, int) and limit > GRAMMAR_MAX_LENGTH:
+            del out["maxLength"]
+            note = f"At most {limit} characters."
+            out["description"] = f"{out['description']} {note}" if out.get("description") else note
+        return out
+    if isinstance(node, list):
+        return [relax_lengths(v) for v in node]
+    return node
+
+
+class ModelFacing(BaseModel):
+    """Base of the models sent to a model: their JSON schema is grammar-friendly."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return relax_lengths(super().model_json_schema(*args, **kwargs))
+
+
 def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
@@ -44,6 +72,10 @@ def step_model(spec: ToolSpec) -> type[BaseModel]:
         on_error=(OnErrorName, Field(default="continue", description=(
             "What to do if the tool fails: continue, escalate_to_human, or ask_user."))),
     )
+
+
+class PlanBase(ModelFacing):
+    model_config = ConfigDict(extra="forbid")
 
 
 def plan_model(specs: list[ToolSpec], *, max_steps: int, intents: list[str]) -> type[BaseModel]:
@@ -65,7 +97,7 @@ def plan_model(specs: list[ToolSpec], *, max_steps: int, intents: list[str]) -> 
         "True when you must ask the customer one question before acting.")))
     fields["clarification_question"] = (str | None, Field(default=None, description=(
         "The one question to ask when needs_clarification is true.")))
-    return create_model("BrainPlan", __config__=ConfigDict(extra="forbid"), __doc__=PLAN_DOC, **fields)
+    return create_model("BrainPlan", __base__=PlanBase, __doc__=PLAN_DOC, **fields)
 
 
 def to_contract(out: BaseModel, *, verified_email: str | None = None, planner: str = "llm") -> BrainPlan:
@@ -91,7 +123,7 @@ def to_contract(out: BaseModel, *, verified_email: str | None = None, planner: s
     )
 
 
-class ReplyBase(BaseModel):
+class ReplyBase(ModelFacing):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=3000, description="The reply, in plain text.")

@@ -79,7 +79,7 @@ def _tool_lines(context: PlanContext, allowed: list[str]) -> str:
     lines = []
     for spec in context.tools:
         if spec.name in allowed:
-            note = " (needs a teammate's approval)" if spec.needs_approval else ""
+            note = " (needs a teammate's approval)" if spec.needs_approval and "approv" not in spec.description else ""
             lines.append(f"- {spec.name}: {spec.description}{note}")
     return "\n".join(lines) or "- none: answer, ask one question, or offer a human"
 

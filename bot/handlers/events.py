@@ -1,0 +1,53 @@
+"""Events: a message for Deskhand becomes a `MessageEnvelope` and is accepted; that is all.
+
+`to_envelope` (middleware) has already decided that the message is for Deskhand and put
+its envelope in the context; `dedup` has dropped repeats. The turn itself runs on the
+orchestrator's workers; the placeholder is posted by the responder, after the ack.
+"""
+
+from __future__ import annotations
+
+import re
+
+from slack_bolt.app.async_app import AsyncApp
+
+from bot.contracts import Channel, MessageEnvelope
+from bot.slack.ids import message_id, session_id
+from bot.slack.mrkdwn import plain_text
+
+
+def envelope_from_event(team: str, event: dict, *, bot_user_id: str | None, email: str | None) -> MessageEnvelope:
+    """A Slack message (`message` or `app_mention` event) as Deskhand's envelope."""
+    channel, ts = event["channel"], event["ts"]
+    thread_ts = event.get("thread_ts") or ts
+    if event.get("channel_type") == "im" or channel.startswith("D"):
+        kind = Channel.slack_dm
+    else:
+        kind = Channel.slack_thread if thread_ts != ts else Channel.slack_channel
+    metadata = {"slack_channel": channel, "thread_ts": thread_ts, "message_ts": ts,
+                "client_msg_id": event.get("client_msg_id")}
+    if email:
+        metadata["verified_email"] = email
+    return MessageEnvelope(
+        id=message_id(team, channel, ts), tenant_id=team, channel=kind, user_id=event["user"],
+        session_id=session_id(team, channel, thread_ts), text=plain_text(event.get("text") or "", bot_user_id),
+        metadata=metadata,
+    )
+
+
+async def on_message(envelope, orchestrator, responder):
+    if await orchestrator.accept(envelope):
+        responder.acknowledge(envelope)
+
+
+async def on_other_event():
+    """Any other event: acked (bolt acks events itself) so Slack does not redeliver it."""
+
+
+def register(app: AsyncApp) -> None:
+    app.event("message")(on_message)
+    app.event("app_mention")(on_message)
+
+
+def register_fallback(app: AsyncApp) -> None:
+    app.event(re.compile(".*"))(on_other_event)

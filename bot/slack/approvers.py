@@ -1,0 +1,95 @@
+"""Who people are, per workspace: verified emails, approvers, staff. Cached briefly.
+
+- A user's email comes from `users.info` (the profile email Slack has verified); it is cached
+  for ten minutes and looked up with a short timeout, so a slow Slack never delays an ack.
+- Approvers are the tenant's configured user IDs plus the members of its approver user group
+  (`usergroups.users.list`, cached for a minute). Any failure to ask Slack counts as "no".
+- Staff (who may hand a conversation back) are approvers and admins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from cachetools import TTLCache
+from slack_sdk.errors import SlackApiError
+
+from bot.logs import get_logger
+from bot.slack.client import SlackTeam
+
+log = get_logger("deskhand.slack.directory")
+
+
+class Directory:
+    def __init__(self, teams: dict[str, SlackTeam], policy: Callable, *, group_ttl_s: float = 60.0,
+                 email_ttl_s: float = 600.0, lookup_timeout_s: float = 1.5):
+        self.teams = teams
+        self.policy = policy  # tenant_id -> TenantPolicy
+        self.lookup_timeout_s = lookup_timeout_s
+        self._groups: TTLCache = TTLCache(maxsize=1_000, ttl=group_ttl_s)
+        self._emails: TTLCache = TTLCache(maxsize=50_000, ttl=email_ttl_s)
+        self._lookups: dict[tuple[str, str], asyncio.Future] = {}
+
+    async def email(self, team_id: str, user_id: str) -> str | None:
+        key = (team_id, user_id)
+        if key in self._emails:
+            return self._emails[key]
+        waiting = self._lookups.get(key)
+        if waiting is not None:  # someone is already asking Slack: share their answer
+            return await asyncio.shield(waiting)
+        answer = self._lookups[key] = asyncio.get_running_loop().create_future()
+        email = None
+        try:
+            email = await self._fetch_email(team_id, user_id)
+            return email
+        finally:
+            del self._lookups[key]
+            answer.set_result(email)
+
+    async def _fetch_email(self, team_id: str, user_id: str) -> str | None:
+        key = (team_id, user_id)
+        team = self.teams.get(team_id)
+        if team is None:
+            return None
+        try:
+            async with asyncio.timeout(self.lookup_timeout_s):
+                response = await team.client.users_info(user=user_id)
+        except (SlackApiError, TimeoutError, OSError) as exc:
+            log.warning("users_info_failed", user=user_id, error=type(exc).__name__)
+            return None
+        user = response.get("user") or {}
+        profile = user.get("profile") or {}
+        email = None if user.get("is_bot") else (profile.get("email") or None)
+        self._emails[key] = email
+        return email
+
+    async def group_members(self, team_id: str, usergroup: str) -> set[str]:
+        key = (team_id, usergroup)
+        if key in self._groups:
+            return self._groups[key]
+        team = self.teams.get(team_id)
+        if team is None:
+            return set()
+        try:
+            response = await team.client.usergroups_users_list(usergroup=usergroup)
+        except (SlackApiError, OSError) as exc:
+            log.warning("usergroup_lookup_failed", usergroup=usergroup, error=type(exc).__name__)
+            return set()  # not cached: the next click asks again
+        members = set(response.get("users") or [])
+        self._groups[key] = members
+        return members
+
+    async def is_approver(self, tenant_id: str, user_id: str) -> bool:
+        policy = self.policy(tenant_id)
+        if user_id in policy.approvers:
+            return True
+        if policy.approver_usergroup:
+            return user_id in await self.group_members(tenant_id, policy.approver_usergroup)
+        return False
+
+    def is_admin(self, tenant_id: str, user_id: str) -> bool:
+        return user_id in self.policy(tenant_id).admins
+
+    async def is_staff(self, tenant_id: str, user_id: str) -> bool:
+        return self.is_admin(tenant_id, user_id) or await self.is_approver(tenant_id, user_id)

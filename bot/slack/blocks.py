@@ -1,0 +1,183 @@
+"""Block Kit for every message Deskhand posts. Pure functions: data in, blocks out.
+
+Each builder returns `(text, blocks)`: `text` is the notification fallback Slack shows where
+blocks cannot be rendered (always sent, as Slack asks). Any person- or model-derived text is
+escaped here (see `mrkdwn.escape`); Block Kit limits are respected (section text 3,000
+characters, 50 blocks, 40,000 characters of text).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from bot.contracts import Citation
+from bot.slack.mrkdwn import SECTION_LIMIT, TEXT_LIMIT, escape, link, split, truncate
+
+MAX_BLOCKS = 50
+FALLBACK_LIMIT = 3000  # the notification text; the blocks carry the whole answer
+PLACEHOLDER = "Looking into it…"
+SHORTENED = "_(This answer was shortened to fit in Slack.)_"
+
+# action_ids: the handlers in bot/handlers/actions.py listen for these.
+APPROVE, REJECT = "deskhand_approve", "deskhand_reject"
+FEEDBACK_UP, FEEDBACK_DOWN = "deskhand_feedback_up", "deskhand_feedback_down"
+HANDOFF, HANDBACK = "deskhand_handoff", "deskhand_handback"
+
+Blocks = list[dict[str, Any]]
+
+
+def section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def context(*texts: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": t} for t in texts[:10]]}
+
+
+def button(text: str, action_id: str, value: str, style: str | None = None) -> dict:
+    b = {"type": "button", "text": {"type": "plain_text", "text": text[:75], "emoji": True},
+         "action_id": action_id, "value": value[:2000]}
+    if style:
+        b["style"] = style
+    return b
+
+
+def actions(*elements: dict, block_id: str | None = None) -> dict:
+    block: dict[str, Any] = {"type": "actions", "elements": list(elements)}
+    if block_id:
+        block["block_id"] = block_id[:255]
+    return block
+
+
+def slack_date(moment: datetime) -> str:
+    """A timestamp every reader sees in their own time zone."""
+    epoch = int(moment.timestamp())
+    fallback = moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{epoch}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
+def text_sections(raw: str, room: int) -> Blocks:
+    """Escaped `raw` as section blocks: at most `room` blocks and 40,000 characters."""
+    pieces, used, blocks = split(escape(raw)), 0, []
+    for piece in pieces:
+        if len(blocks) == room or used + len(piece) > TEXT_LIMIT - len(SHORTENED):
+            blocks[-1:] = [section(truncate(blocks[-1]["text"]["text"], SECTION_LIMIT - len(SHORTENED) - 1)
+                                   + "\n" + SHORTENED)] if blocks else [section(SHORTENED)]
+            break
+        blocks.append(section(piece))
+        used += len(piece)
+    return blocks or [section("_(no text)_")]
+
+
+def citation_line(citations: Iterable[Citation]) -> str | None:
+    links = [link(c.url, c.title + (f" — {c.section}" if c.section else "")) for c in citations]
+    return "Sources: " + " · ".join(links) if links else None
+
+
+def answer(reply: str, citations: list[Citation], *, inbox_id: str, session_id: str,
+           pending_review: bool = False, offer_handoff: bool = True) -> tuple[str, Blocks]:
+    """The answer in a customer's thread: the text, its sources, feedback and handoff buttons."""
+    tail: Blocks = []
+    if line := citation_line(citations):
+        tail.append(context(truncate(line, SECTION_LIMIT)))
+    if pending_review:
+        tail.append(context("A support teammate will review this request; you'll hear back in this thread."))
+    buttons = [button("👍", FEEDBACK_UP, inbox_id), button("👎", FEEDBACK_DOWN, inbox_id)]
+    if offer_handoff:
+        buttons.append(button("Talk to a human", HANDOFF, session_id))
+    tail.append(actions(*buttons, block_id="deskhand_answer"))
+    blocks = text_sections(reply, MAX_BLOCKS - len(tail)) + tail
+    return truncate(escape(reply), FALLBACK_LIMIT), blocks
+
+
+def notice(text: str) -> tuple[str, Blocks]:
+    """A plain message from Deskhand (an approval's outcome, a handoff)."""
+    return truncate(escape(text), FALLBACK_LIMIT), text_sections(text, MAX_BLOCKS)
+
+
+def placeholder() -> tuple[str, Blocks]:
+    return PLACEHOLDER, [context(f"⏳ {PLACEHOLDER}")]
+
+
+def approval_card(*, action_id: str, args: dict, requester: str, where: str) -> tuple[str, Blocks]:
+    """The card in the support channel that asks an approver to decide on a refund."""
+    amount = args.get("amount")
+    amount_text = f"{amount:.2f}" if isinstance(amount, (int, float)) else escape(str(amount or "the balance"))
+    order = escape(str(args.get("order_id", "?")))
+    reason = escape(str(args.get("reason") or "not given"))
+    text = f"Refund approval needed: {amount_text} for order {order}"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": "Refund approval needed"[:150]}},
+        {"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*Order*\n{order}"},
+            {"type": "mrkdwn", "text": f"*Amount*\n{amount_text}"},
+            {"type": "mrkdwn", "text": f"*Requested by*\n<@{requester}>"},
+            {"type": "mrkdwn", "text": f"*Reason*\n{truncate(reason, 1900)}"},
+        ]},
+        section(f"Conversation: {where}"),
+        actions(button("Approve", APPROVE, action_id, "primary"),
+                button("Reject", REJECT, action_id, "danger"), block_id="deskhand_approval"),
+        context(f"Request `{escape(action_id)}` · approvers only · the requester cannot approve it"),
+    ]
+    return text, blocks
+
+
+def decided_card(card_blocks: Blocks, *, status: str, decider: str, when: datetime,
+                 detail: str = "") -> tuple[str, Blocks]:
+    """The approval card after a decision: the buttons replaced by who decided, and when."""
+    verdict = {"approved": "✅ Approved", "rejected": "❌ Rejected",
+               "failed": "⚠️ Approved, but the refund failed"}.get(status, status)
+    line = f"{verdict} by <@{decider}> on {slack_date(when)}"
+    if detail:
+        line += f" · {escape(detail)}"
+    kept = [b for b in card_blocks if b.get("type") != "actions"]
+    return f"{verdict} by a teammate", kept + [section(line)]
+
+
+def handoff_card(*, session_id: str, who: str, where: str, reason: str, excerpt: str) -> tuple[str, Blocks]:
+    """The card in the support channel when a conversation is handed to a human."""
+    text = "A conversation needs a human"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": "A conversation needs a human"}},
+        section(f"<@{who}> in {where}\n*Reason:* {truncate(escape(reason or 'asked for a human'), 500)}"),
+        section("*Transcript (redacted)*\n" + (truncate(escape(excerpt), SECTION_LIMIT - 40) or "_empty_")),
+        actions(button("Hand back to Deskhand", HANDBACK, session_id), block_id="deskhand_handoff"),
+        context("Deskhand stays quiet in that thread until it is handed back "
+                "(this button, or `/deskhand handback` with the thread's link)."),
+    ]
+    return text, blocks
+
+
+def handed_back_card(card_blocks: Blocks, *, by: str, when: datetime) -> tuple[str, Blocks]:
+    kept = [b for b in card_blocks if b.get("type") not in ("actions", "context")]
+    return "Handed back to Deskhand", kept + [section(f"↩️ Handed back to Deskhand by <@{by}> on {slack_date(when)}")]
+
+
+def progress(label: str, done: int, total: int, current: str = "") -> str:
+    bar_len = 20
+    filled = int(bar_len * done / total) if total else 0
+    line = f"{escape(label)} `{'█' * filled}{'░' * (bar_len - filled)}` {done}/{total}"
+    return line + (f" · {escape(current)}" if current else "")
+
+
+def home(*, kb: dict[str, Any] | None, pending: list[dict], handoffs: list[dict],
+         today: dict[str, int]) -> dict:
+    """The App Home tab: the knowledge base, what waits for people, and today's figures."""
+    blocks: Blocks = [{"type": "header", "text": {"type": "plain_text", "text": "Deskhand"}}]
+    if kb is None:
+        blocks.append(section("*Knowledge base*\nNot configured."))
+    else:
+        facts = "\n".join(f"• {escape(str(k))}: {escape(str(v))}" for k, v in list(kb.items())[:10])
+        blocks.append(section(truncate(f"*Knowledge base*\n{facts}", SECTION_LIMIT)))
+    blocks.append({"type": "divider"})
+    lines = [f"• {p['summary']}" for p in pending[:10]] or ["Nothing waiting."]
+    more = f"\n…and {len(pending) - 10} more" if len(pending) > 10 else ""
+    blocks.append(section(truncate(f"*Pending approvals ({len(pending)})*\n" + "\n".join(lines) + more, SECTION_LIMIT)))
+    lines = [f"• {h['summary']}" for h in handoffs[:10]] or ["No conversation is with a human."]
+    more = f"\n…and {len(handoffs) - 10} more" if len(handoffs) > 10 else ""
+    blocks.append(section(truncate(f"*Open handoffs ({len(handoffs)})*\n" + "\n".join(lines) + more, SECTION_LIMIT)))
+    blocks.append({"type": "divider"})
+    blocks.append(section(f"*Today* · messages answered: *{today.get('answered', 0)}* · "
+                          f"handoffs: *{today.get('handoffs', 0)}* · approvals: *{today.get('approvals', 0)}*"))
+    return {"type": "home", "blocks": blocks}

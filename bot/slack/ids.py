@@ -1,0 +1,37 @@
+"""How Slack conversations and messages are named inside Deskhand.
+
+A conversation is a Slack thread, so its session id is `slack:<team>:<channel>:<thread_ts>`,
+with the team first: no two workspaces can ever share a session. An inbound message's
+envelope id is `slack:<team>:<channel>:<ts>`, fixed by the message itself, so the same
+message delivered twice (a retry, or as both `message` and `app_mention`) is stored once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class ThreadRef(NamedTuple):
+    team: str
+    channel: str
+    thread_ts: str
+
+
+def session_id(team: str, channel: str, thread_ts: str) -> str:
+    return f"slack:{team}:{channel}:{thread_ts}"
+
+
+def message_id(team: str, channel: str, ts: str) -> str:
+    return f"slack:{team}:{channel}:{ts}"
+
+
+def parse_session_id(value: str) -> ThreadRef | None:
+    parts = value.split(":")
+    if len(parts) != 4 or parts[0] != "slack" or not all(parts[1:]):
+        return None
+    return ThreadRef(parts[1], parts[2], parts[3])
+
+
+def placeholder_key(inbox_id: str) -> str:
+    """Session-metadata key holding the ts of the placeholder posted for a message."""
+    return f"placeholder:{inbox_id}"

@@ -1,0 +1,95 @@
+"""Slack mrkdwn in and out: what people typed, and what Deskhand may post.
+
+In: Slack sends message text with `&`, `<` and `>` escaped and with mentions, channels
+and links as `<…>` tokens. `plain_text` turns that into what the person meant, minus the
+`@deskhand` mention, for the planner.
+
+Out: any text that came from a person or a model is passed through `escape`, so a `<!channel>`
+or `<@U…>` a customer typed, or a model repeated, is shown as text and never pings anyone.
+Only links Deskhand builds itself (`link`) are real mrkdwn.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, urlsplit
+
+SECTION_LIMIT = 3000  # characters of text in one section block
+TEXT_LIMIT = 40_000  # Slack truncates a message's text beyond this
+_TOKEN = re.compile(r"<([^<>\n]*)>")
+
+
+def escape(text: str) -> str:
+    """Escape the three characters mrkdwn gives a meaning to (`&` first)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def link(url: str, title: str) -> str:
+    """A link Deskhand vouches for: `<url|title>`, or just the escaped title when the URL is
+    not a plain http(s) address."""
+    title = escape(title.replace("|", "/")) or "source"
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return title
+    safe = quote(url.strip(), safe=":/?#[]@!$&'()*+,;=%~-._")
+    safe = safe.replace("&", "&amp;")  # in mrkdwn the URL is escaped too
+    return f"<{safe}|{title}>"
+
+
+def plain_text(text: str, bot_user_id: str | None = None) -> str:
+    """What a person typed, from Slack's wire format: mentions of the bot removed, other
+    `<…>` tokens turned into readable text, entities decoded."""
+
+    def readable(match: re.Match[str]) -> str:
+        target, _, label = match.group(1).partition("|")
+        if target.startswith("@"):
+            return "" if target[1:] == bot_user_id else "@" + (label or target[1:])
+        if target.startswith("#"):
+            return "#" + (label or target[1:])
+        if target.startswith("!subteam^"):
+            return "@" + (label or target[len("!subteam^"):]).lstrip("@")
+        if target.startswith("!"):
+            return label or "@" + target[1:].split("^")[0]
+        if target.startswith("mailto:"):
+            return target[len("mailto:"):]
+        return target if not label or label == target else f"{label} ({target})"
+
+    return re.sub(r"[ \t]{2,}", " ", unescape(_TOKEN.sub(readable, text))).strip()
+
+
+def split(text: str, limit: int = SECTION_LIMIT) -> list[str]:
+    """Split escaped mrkdwn into pieces of at most `limit` characters, preferring paragraph,
+    line, sentence and word boundaries, and never cutting an `&amp;`-style entity."""
+    pieces: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        cut = _cut(rest, limit)
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def _cut(text: str, limit: int) -> int:
+    window = text[:limit]
+    for sep in ("\n\n", "\n", ". ", " "):
+        at = window.rfind(sep)
+        if at >= limit // 2:
+            return at + len(sep)
+    amp = window.rfind("&", limit - 6)
+    return amp if amp > 0 and ";" not in window[amp:] else limit
+
+
+def truncate(text: str, limit: int, marker: str = "…") -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(marker)]
+    amp = cut.rfind("&", len(cut) - 6)
+    if amp >= 0 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + marker

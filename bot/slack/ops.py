@@ -1,0 +1,165 @@
+"""What Slack's buttons do: approve or reject a refund, hand a thread to a human and back,
+and record 👍/👎. Handlers parse a click into a `Click` and hand it here as a job.
+
+Every decision goes through `Runtime` (approvals, handoff), so Slack, email and the CLI
+share the rules; this module only adds Slack's side: checks that the click belongs to the
+same workspace as what it acts on, ephemeral refusals, and updating the cards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from weakref import WeakValueDictionary
+
+from bot.brain.drafting import HANDED_OFF as HANDED_OFF_REPLY
+from bot.hands.tools.escalate_to_human import HANDED_OFF
+from bot.logs import get_logger
+from bot.slack import blocks as bk
+from bot.slack.approvers import Directory
+from bot.slack.ids import parse_session_id
+from bot.slack.responder import SEND_ERRORS, SlackResponder
+
+log = get_logger("deskhand.slack.ops")
+
+NOT_HERE = "I can't find that in this workspace. It may belong to another team, or be gone."
+
+
+@dataclass(frozen=True)
+class Click:
+    """A button click, as the handlers read it from a block_actions payload."""
+
+    team: str
+    user: str
+    channel: str
+    message_ts: str
+    value: str
+    action_ts: str = ""
+
+
+class SlackOps:
+    def __init__(self, runtime, responder: SlackResponder, directory: Directory):
+        self.runtime = runtime
+        self.store = runtime.store
+        self.responder = responder
+        self.directory = directory
+        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def tell(self, click: Click, text: str) -> None:
+        """An ephemeral reply only the clicker sees."""
+        team = self.responder.teams.get(click.team)
+        if team is None:
+            return
+        try:
+            await team.ephemeral(click.channel, click.user, text)
+        except SEND_ERRORS as exc:
+            log.warning("ephemeral_failed", user=click.user, error=type(exc).__name__)
+
+    # -- approvals ---------------------------------------------------------------------------
+    async def decide(self, click: Click, approve: bool) -> None:
+        action = await self.store.pending_get(click.value)
+        if action is None or action.tenant_id != click.team:
+            await self.tell(click, NOT_HERE)
+            return
+        decision = await self.runtime.decide(action.id, click.user, approve,
+                                             is_approver=self.directory.is_approver)
+        if decision.status == "already_decided" and decision.action is not None:
+            await self.tell(click, f"Already {decision.action.status} by <@{decision.action.decided_by}>.")
+            return
+        if decision.status not in ("approved", "rejected", "failed"):
+            await self.tell(click, bk.escape(decision.message))
+            return
+        await self._update_card(click, decision)
+
+    async def _update_card(self, click: Click, decision) -> None:
+        action = decision.action
+        meta = await self.store.pending_metadata(action.id)
+        channel, ts = meta.get("card_channel") or click.channel, meta.get("card_ts") or click.message_ts
+        ref = parse_session_id(action.session_id)
+        team = self.responder.teams[click.team]
+        where = team.where(ref.channel, ref.thread_ts, action.requested_by) if ref else "another surface"
+        _, card = bk.approval_card(action_id=action.id, args=action.args, requester=action.requested_by, where=where)
+        data = decision.result.data if decision.result and decision.result.ok else {}
+        detail = f"refund {data['refund_id']}" if data.get("refund_id") else ""
+        if decision.status == "failed":
+            detail = "a teammate needs to follow up with the customer"
+        when = action.decided_at or datetime.now(timezone.utc)
+        text, blocks = bk.decided_card(card, status=decision.status, decider=click.user, when=when, detail=detail)
+        await self.responder.send({"op": "update", "team": click.team, "channel": channel, "ts": ts,
+                                   "text": text, "blocks": blocks}, session_id=action.session_id)
+
+    # -- handoff -------------------------------------------------------------------------------
+    async def handoff(self, click: Click) -> None:
+        session_id = click.value
+        ref = parse_session_id(session_id)
+        if ref is None or ref.team != click.team:
+            await self.tell(click, NOT_HERE)
+            return
+        async with self._lock(session_id):
+            session = await self.store.session_get(session_id)
+            if session is None:
+                await self.tell(click, NOT_HERE)
+                return
+            if session["status"] == HANDED_OFF:
+                await self.tell(click, "A teammate already has this conversation.")
+                return
+            trigger = f"click:{click.channel}:{click.message_ts}:{click.user}:{click.action_ts}"
+            result = await self.runtime.hand_off(session_id, click.user, "asked for a human (button)", trigger)
+            if result is None or not result.ok:
+                await self.tell(click, "I couldn't reach the support team just now. Please try again in a minute.")
+                return
+            if result.cached:  # a redelivered click: already done
+                return
+            await self.runtime.orchestrator.notify(session_id, HANDED_OFF_REPLY, handoff=True)
+            await self.responder.post_handoff_card(session_id, who=click.user, reason="asked for a human",
+                                                   key=trigger)
+
+    async def handback(self, team_id: str, user: str, session_id: str) -> str:
+        """Return a conversation to Deskhand; the answer says what happened (for an ephemeral)."""
+        ref = parse_session_id(session_id)
+        if ref is None or ref.team != team_id:
+            return NOT_HERE
+        if not await self.directory.is_staff(team_id, user):
+            await self.store.audit(team_id, user, "handback_refused", session_id)
+            return "Only support teammates (approvers and admins) can hand a conversation back."
+        async with self._lock(session_id):
+            if not await self.runtime.hand_back(session_id, user):
+                return "That conversation isn't with a human right now."
+        await self._mark_handed_back(team_id, user, session_id)
+        return "Handed back: Deskhand answers in that thread again."
+
+    async def handback_click(self, click: Click) -> None:
+        message = await self.handback(click.team, click.user, click.value)
+        if not message.startswith("Handed back"):
+            await self.tell(click, message)
+
+    async def _mark_handed_back(self, team_id: str, user: str, session_id: str) -> None:
+        session = await self.store.session_get(session_id) or {"metadata": {}}
+        support = self.runtime.settings.policy(team_id).support_channel
+        cards = [ts for key, ts in session["metadata"].items() if key.startswith("handoff_card:") and ts]
+        if not support or not cards:
+            return
+        _, card = await self.responder.handoff_card(session_id, who=session["user_id"],
+                                                    reason=session["metadata"].get("handoff_reason", ""))
+        text, blocks = bk.handed_back_card(card, by=user, when=datetime.now(timezone.utc))
+        for ts in cards:
+            await self.responder.send({"op": "update", "team": team_id, "channel": support, "ts": ts,
+                                       "text": text, "blocks": blocks}, session_id=session_id)
+        await self.store.session_update(session_id, **{k: "" for k in session["metadata"] if k.startswith("handoff_card:")})
+
+    # -- feedback -------------------------------------------------------------------------------
+    async def feedback(self, click: Click, value: str) -> None:
+        row = await self.store.inbox_get(click.value)
+        if row is None or row["tenant_id"] != click.team:
+            await self.tell(click, NOT_HERE)
+            return
+        await self.store.add_feedback(click.team, row["session_id"], row["id"], click.user, value)
+        await self.tell(click, "Thanks for the feedback!" if value == "up"
+                        else "Thanks for telling me. A teammate reviews answers marked 👎.")

@@ -1,0 +1,237 @@
+"""SlackResponder: how a turn's outcome reaches Slack (orchestrator.responders["slack"]).
+
+- `acknowledge(envelope)` posts "Looking into it…" in the thread as soon as a message is
+  accepted (as a job, after the ack). Its ts is kept in the session's metadata, so a turn
+  finished after a restart updates that placeholder instead of posting a second message.
+- `deliver` replaces the placeholder with the answer (`chat.update`), then queues an approval
+  card or a handoff card for the tenant's support channel when the outcome calls for one.
+  Cards go through the outbox (written first, posted by the retrier): a busy support channel
+  is paced at one post a second, and no turn worker waits for that.
+- `notify` posts a notice in a conversation's thread (e.g. an approval's outcome).
+- Nothing is lost: a post that fails after the SDK's own retries is written to the store's
+  outbox and retried by `run_outbox` with backoff, across restarts too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+
+from bot.hands.tools.escalate_to_human import HANDED_OFF
+from bot.logs import get_logger
+from bot.redact import mask_pii
+from bot.slack import blocks as bk
+from bot.slack.client import SlackTeam
+from bot.slack.ids import parse_session_id, placeholder_key
+from bot.slack.jobs import Jobs
+
+log = get_logger("deskhand.slack.responder")
+
+SEND_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError, KeyError, OSError)
+MAX_INFLIGHT_PLACEHOLDERS = 10_000
+
+
+class SlackResponder:
+    def __init__(self, *, teams: dict[str, SlackTeam], store, settings, jobs: Jobs,
+                 outbox_retry_s: float = 5.0, outbox_max_delay_s: float = 600.0,
+                 max_placeholders_in_flight: int = 32):
+        self.teams = teams
+        self.store = store
+        self.settings = settings
+        self.jobs = jobs
+        self.outbox_retry_s = outbox_retry_s
+        self.outbox_max_delay_s = outbox_max_delay_s
+        self._placeholders: OrderedDict[str, asyncio.Future] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._posting = asyncio.Semaphore(max_placeholders_in_flight)
+
+    # -- placeholder -------------------------------------------------------------------------
+    def acknowledge(self, envelope) -> None:
+        """Start posting the placeholder for a freshly accepted message (does not wait)."""
+        if self.settings.policy(envelope.tenant_id).shadow_mode:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._placeholders[envelope.id] = future
+        while len(self._placeholders) > MAX_INFLIGHT_PLACEHOLDERS:  # turns that never deliver
+            _, stale = self._placeholders.popitem(last=False)
+            if not stale.done():
+                stale.set_result(None)
+        self.jobs.spawn(self._post_placeholder(envelope, future), name="slack-placeholder")
+
+    async def _post_placeholder(self, envelope, future: asyncio.Future) -> None:
+        ts = None
+        try:
+            session = await self.store.session_get_or_create(envelope)
+            if session["status"] == HANDED_OFF:  # a teammate has it: stay silent
+                self._placeholders.pop(envelope.id, None)
+                return
+            meta = envelope.metadata
+            text, blocks = bk.placeholder()
+            async with self._posting:
+                ts = await self.teams[envelope.tenant_id].post(meta["slack_channel"], text, blocks,
+                                                               thread_ts=meta["thread_ts"])
+            await self.store.session_update(envelope.session_id, **{placeholder_key(envelope.id): ts})
+        except SEND_ERRORS as exc:  # the answer is then posted as a new message
+            log.warning("placeholder_failed", inbox_id=envelope.id, error=_describe(exc))
+        finally:
+            if not future.done():
+                future.set_result(ts)
+
+    async def _placeholder_ts(self, envelope) -> str | None:
+        future = self._placeholders.pop(envelope.id, None)
+        if future is not None:
+            return await future
+        session = await self.store.session_get(envelope.session_id) or {"metadata": {}}
+        return session["metadata"].get(placeholder_key(envelope.id)) or None
+
+    # -- Responder protocol ------------------------------------------------------------------
+    async def deliver(self, envelope, outcome) -> None:
+        meta = envelope.metadata
+        ts = await self._placeholder_ts(envelope)
+        text, blocks = bk.answer(
+            outcome.reply or "", outcome.citations, inbox_id=envelope.id, session_id=envelope.session_id,
+            pending_review=bool(outcome.pending_action_id), offer_handoff=outcome.state != "HANDED_OFF")
+        await self.send({"op": "update" if ts else "post", "team": envelope.tenant_id,
+                         "channel": meta["slack_channel"], "ts": ts, "thread_ts": meta["thread_ts"],
+                         "text": text, "blocks": blocks},
+                        session_id=envelope.session_id, inbox_id=envelope.id)
+        if outcome.pending_action_id:
+            await self.post_approval_card(envelope, outcome.pending_action_id)
+        if outcome.state == "HANDED_OFF":
+            await self.post_handoff_card(envelope.session_id, who=envelope.user_id,
+                                         reason="asked for a human", key=envelope.id)
+
+    async def notify(self, session: dict, text: str, **info: Any) -> None:
+        ref = parse_session_id(session["id"])
+        if ref is None or self.settings.policy(ref.team).shadow_mode:
+            return
+        fallback, blocks = bk.notice(text)
+        await self.send({"op": "post", "team": ref.team, "channel": ref.channel, "thread_ts": ref.thread_ts,
+                         "text": fallback, "blocks": blocks}, session_id=session["id"])
+
+    # -- cards in the support channel --------------------------------------------------------
+    async def post_approval_card(self, envelope, action_id: str) -> None:
+        action = await self.store.pending_get(action_id)
+        if action is None or action.status != "pending" or action.tenant_id != envelope.tenant_id:
+            return
+        meta = await self.store.pending_metadata(action_id)
+        if meta.get("card_ts") or meta.get("card_queued"):
+            return  # queued by an earlier delivery of this outcome
+        support = self.settings.policy(envelope.tenant_id).support_channel
+        team = self.teams.get(envelope.tenant_id)
+        if not support or team is None:
+            log.warning("approval_card_not_posted", action_id=action_id, reason="no support channel")
+            return
+        where = team.where(envelope.metadata["slack_channel"], envelope.metadata["thread_ts"], envelope.user_id)
+        text, blocks = bk.approval_card(action_id=action_id, args=action.args, requester=action.requested_by,
+                                        where=where)
+        await self.queue({"op": "post", "team": envelope.tenant_id, "channel": support, "text": text,
+                          "blocks": blocks, "record": {"pending_card": action_id}},
+                         session_id=envelope.session_id, inbox_id=envelope.id)
+        await self.store.pending_update_metadata(action_id, card_queued=True)
+
+    async def post_handoff_card(self, session_id: str, *, who: str, reason: str, key: str) -> None:
+        ref = parse_session_id(session_id)
+        session = await self.store.session_get(session_id)
+        if ref is None or session is None or session["metadata"].get(f"handoff_card:{key}"):
+            return
+        support = self.settings.policy(ref.team).support_channel
+        team = self.teams.get(ref.team)
+        if not support or team is None or self.settings.policy(ref.team).shadow_mode:
+            log.warning("handoff_card_not_posted", session_id=session_id)
+            return
+        text, blocks = await self.handoff_card(session_id, who=who, reason=reason)
+        await self.queue({"op": "post", "team": ref.team, "channel": support, "text": text, "blocks": blocks,
+                          "record": {"session": session_id, "key": f"handoff_card:{key}"}}, session_id=session_id)
+
+    async def handoff_card(self, session_id: str, *, who: str, reason: str) -> tuple[str, list[dict]]:
+        """The handoff card for a conversation, with a redacted excerpt of its transcript."""
+        ref = parse_session_id(session_id)
+        assert ref is not None
+        history = await self.store.history(session_id, 12)
+        excerpt = "\n".join(f"{'Customer' if h['role'] == 'user' else 'Deskhand'}: {h['text']}" for h in history)
+        return bk.handoff_card(session_id=session_id, who=who, reason=reason, excerpt=mask_pii(excerpt),
+                               where=self.teams[ref.team].where(ref.channel, ref.thread_ts, who))
+
+    # -- sending, and the outbox -------------------------------------------------------------
+    async def send(self, payload: dict, *, session_id: str = "", inbox_id: str = "") -> str | None:
+        """Post or update now; if Slack cannot be reached, queue it in the outbox. Never raises."""
+        try:
+            return await self._perform(payload)
+        except SEND_ERRORS as exc:
+            log.warning("slack_send_queued", op=payload["op"], channel=payload["channel"], error=_describe(exc))
+            await self.store.outbox_add(payload["team"], "slack", session_id, inbox_id, payload)
+            self._wake.set()
+            return None
+
+    async def queue(self, payload: dict, *, session_id: str = "", inbox_id: str = "") -> None:
+        """Send soon and durably: written to the outbox, then posted by the retrier."""
+        await self.store.outbox_add(payload["team"], "slack", session_id, inbox_id, payload)
+        self._wake.set()
+
+    async def _perform(self, payload: dict) -> str:
+        team = self.teams[payload["team"]]
+        channel, text, blocks = payload["channel"], payload["text"], payload.get("blocks")
+        ts = None
+        if payload["op"] == "update" and payload.get("ts"):
+            try:
+                ts = await team.update(channel, payload["ts"], text, blocks)
+            except SlackApiError as exc:
+                if exc.response.get("error") not in ("message_not_found", "cant_update_message"):
+                    raise
+        if ts is None:  # a post, or a placeholder that is gone
+            ts = await team.post(channel, text, blocks, thread_ts=payload.get("thread_ts"))
+        await self._record(payload.get("record"), channel, ts)
+        return ts
+
+    async def _record(self, record: dict | None, channel: str, ts: str) -> None:
+        if not record:
+            return
+        if "pending_card" in record:
+            await self.store.pending_update_metadata(record["pending_card"], card_channel=channel, card_ts=ts)
+        if "session" in record:
+            await self.store.session_update(record["session"], **{record["key"]: ts})
+
+    async def run_outbox(self, stop: asyncio.Event) -> None:
+        """Retry queued posts until `stop` is set: at once when woken, else every few seconds."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.flush_outbox(stop)
+            except Exception:  # e.g. the store failing: keep the retrier alive, try again later
+                log.exception("outbox_flush_failed")
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=self.outbox_retry_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def flush_outbox(self, stop: asyncio.Event | None = None) -> int:
+        sent = 0
+        for row in await self.store.outbox_due("slack"):
+            if stop is not None and stop.is_set():
+                break  # shutting down: the rest waits in the outbox for the next start
+            if row["payload"].get("team") not in self.teams:
+                continue  # that workspace is not connected to this process
+            try:
+                await self._perform(row["payload"])
+            except SEND_ERRORS as exc:
+                delay = min(self.outbox_retry_s * 2 ** row["attempts"], self.outbox_max_delay_s)
+                due = (datetime.now(timezone.utc) + timedelta(seconds=delay)).isoformat()
+                await self.store.outbox_mark_failed(row["id"], _describe(exc), due)
+            else:
+                await self.store.outbox_mark_sent(row["id"])
+                sent += 1
+        return sent
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError):
+        return f"slack:{exc.response.get('error')}"
+    return type(exc).__name__
