@@ -38,7 +38,7 @@ _PASSWORD = re.compile(
 )
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_PHONE = re.compile(r"(?<!\w)\+?\d[\d ().-]{7,}\d(?!\w)")
+_PHONE = re.compile(r"(?<!\w)(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\d[\d ().-]{7,}\d(?!\w)")
 
 
 def luhn_valid(digits: str) -> bool:

@@ -78,3 +78,7 @@ def test_redaction_in_the_real_logging_chain():
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines[0]["card"] == "[card]" and lines[0]["event"] == "paid"
     assert "[secret]" in lines[1]["event"]
+
+
+def test_pii_masking_keeps_iso_dates():
+    assert mask_pii("delivered 2026-11-20, call +1 415 555 0100") == "delivered 2026-11-20, call [phone]"
