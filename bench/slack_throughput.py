@@ -174,17 +174,8 @@ async def run(events: int, users: int, rate: float, seed: int, planner: str) -> 
             pushed: dict[tuple[str, str], float] = {}
             envelope_ids = []
             progress = Progress(emu)
-            acked_at: dict[str, float] = {}
-            on_frame = emu._on_frame
-
-            def timed_frame(data: str) -> None:  # when each ack arrives (the emulator keeps no times)
-                on_frame(data)
-                for envelope_id in emu.acks.keys() - acked_at.keys():
-                    acked_at[envelope_id] = time.monotonic()
-
-            emu._on_frame = timed_frame
             pushed_at: dict[str, float] = {}
-            cpu_before = cpu_seconds(proc.pid)
+            cpu_before, emulator_cpu_before = cpu_seconds(proc.pid), time.process_time()
             started = time.monotonic()
             for i, event in enumerate(built):
                 if rate > 0 and (ahead := started + i / rate - time.monotonic()) > 0:
@@ -195,6 +186,7 @@ async def run(events: int, users: int, rate: float, seed: int, planner: str) -> 
             await emu.wait_for(lambda e: progress.scan() >= events, timeout=max(120, events / 10))
             finished = max(progress.answered.values())
             app_cpu = cpu_seconds(proc.pid) - cpu_before
+            emulator_cpu = time.process_time() - emulator_cpu_before
             acked = set(emu.acks)
             rss = peak_rss_mb(proc.pid)
         finally:
@@ -203,7 +195,7 @@ async def run(events: int, users: int, rate: float, seed: int, planner: str) -> 
             code = await asyncio.wait_for(proc.wait(), timeout=60)
             shutil.rmtree(home, ignore_errors=True)
     latencies = [(progress.answered[k] - t) * 1000 for k, t in pushed.items() if k in progress.answered]
-    ack_ms = [(acked_at[e] - pushed_at[e]) * 1000 for e in envelope_ids if e in acked_at]
+    ack_ms = [(emu.ack_times[e] - pushed_at[e]) * 1000 for e in envelope_ids if e in emu.ack_times]
     lost = events - len(latencies)
     result = {
         "planner": planner, "events": events, "users": users, "push_rate": rate or "burst",
@@ -213,7 +205,8 @@ async def run(events: int, users: int, rate: float, seed: int, planner: str) -> 
         "max_ms": round(max(latencies), 1),
         "ack_p50_ms": pct(ack_ms, 50), "ack_p95_ms": pct(ack_ms, 95), "ack_max_ms": round(max(ack_ms), 1),
         "acked": sum(1 for e in envelope_ids if e in acked), "lost": lost, "duplicates": progress.duplicates,
-        "app_cpu_s": round(app_cpu, 2), "peak_rss_mb": rss, "exit_code": code,
+        "app_cpu_s": round(app_cpu, 2), "app_cpu_ms_per_event": round(app_cpu / events * 1000, 2),
+        "emulator_cpu_s": round(emulator_cpu, 2), "peak_rss_mb": rss, "exit_code": code,
     }
     assert lost == 0 and progress.duplicates == 0, result
     return result

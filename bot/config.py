@@ -82,8 +82,9 @@ class Settings(BaseSettings):
     order_cache_ttl_s: float = 60.0
 
     # Orchestrator
-    workers: int = 8
-    queue_size: int = 1000
+    # Turns run at once. A turn mostly waits (Slack, the shop, the store thread), so this is
+    # well above the core count; turns of one conversation still run one at a time.
+    workers: int = 32
 
     # Knowledge base
     kb_dir: Path = FIXTURES / "kb"

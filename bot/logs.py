@@ -22,8 +22,10 @@ class Redact:
     def __init__(self, mask=redact_value):
         self.mask = mask
 
+    GENERATED = frozenset({"timestamp", "level"})  # written by the pipeline itself
+
     def __call__(self, logger: Any, method: str, event_dict: dict) -> dict:
-        return {key: self.mask(value) for key, value in event_dict.items()}
+        return {key: value if key in self.GENERATED else self.mask(value) for key, value in event_dict.items()}
 
 
 def _shared_processors() -> list:

@@ -16,6 +16,7 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -74,6 +75,12 @@ class TurnOutcome:
         }
 
 
+# A surface's way to learn who wrote a message: the verified email address of the
+# envelope's user, or None. Slack asks users.info; it runs when the turn starts, not while
+# Slack waits for its ack.
+IdentityResolver = Callable[[MessageEnvelope], Awaitable[str | None]]
+
+
 class Responder(Protocol):
     """A surface that delivers replies (Slack, email, the terminal)."""
 
@@ -113,8 +120,9 @@ class Orchestrator:
         self.backends_for = backends_for
         self.kb = kb
         self.responders: dict[str, Responder] = {}
-        self._session_locks: dict[str, asyncio.Lock] = {}
-        self._queue: asyncio.Queue[str] | None = None
+        self.identities: dict[str, IdentityResolver] = {}
+        self._session_locks: dict[str, list] = {}  # session id -> [lock, turns holding or waiting]
+        self._queue: asyncio.Queue[tuple[str, str]] | None = None
 
     # -- entry points ---------------------------------------------------------------------
     async def accept(self, envelope: MessageEnvelope, *, flags: list[str] | None = None,
@@ -122,7 +130,7 @@ class Orchestrator:
         """Persist an inbound message and queue it. False if it was already accepted."""
         fresh = await self.store.inbox_add(envelope, flags=flags, raw_path=raw_path)
         if fresh and self._queue is not None:
-            await self._queue.put(envelope.id)
+            self._queue.put_nowait((envelope.id, envelope.session_id))
         return fresh
 
     async def handle(self, envelope: MessageEnvelope) -> TurnOutcome:
@@ -130,13 +138,19 @@ class Orchestrator:
         await self.store.inbox_add(envelope)
         return await self.process(envelope.id)
 
-    async def process(self, inbox_id: str) -> TurnOutcome:
-        envelope = await self.store.inbox_envelope(inbox_id)
-        if envelope is None:
-            raise KeyError(inbox_id)
-        lock = self._session_locks.setdefault(envelope.session_id, asyncio.Lock())
-        async with lock:
+    async def process(self, inbox_id: str, session_id: str | None = None) -> TurnOutcome:
+        """Run (or finish delivering) one stored message's turn. Turns of one session run one
+        at a time; `session_id`, when the caller knows it, saves a read."""
+        if session_id is None:
             row = await self.store.inbox_get(inbox_id)
+            if row is None:
+                raise KeyError(inbox_id)
+            session_id = row["session_id"]
+        async with self._session_lock(session_id):
+            row = await self.store.inbox_get(inbox_id)
+            if row is None:
+                raise KeyError(inbox_id)
+            envelope = MessageEnvelope.model_validate_json(row["envelope"])
             if row["status"] in (ANSWERED, DELIVERED, SKIPPED, FAILED) and row["outcome"]:
                 outcome = self._stored_outcome(row)
                 if row["status"] == ANSWERED:
@@ -144,20 +158,36 @@ class Orchestrator:
                 return outcome
             return await self._run_turn(envelope)
 
+    @asynccontextmanager
+    async def _session_lock(self, session_id: str):
+        # One lock per session with a turn running or waiting; dropped when the last one
+        # leaves, so the map stays as small as the work in flight.
+        entry = self._session_locks.setdefault(session_id, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._session_locks[session_id]
+
     async def resume(self) -> list[TurnOutcome]:
         """Finish every turn a previous process left unfinished (called at start-up)."""
         outcomes = []
         for row in await self.store.inbox_unfinished():
             log.info("resume_turn", inbox_id=row["id"], status=row["status"])
-            outcomes.append(await self.process(row["id"]))
+            outcomes.append(await self.process(row["id"], row["session_id"]))
         return outcomes
 
     @asynccontextmanager
     async def running(self, workers: int | None = None):
         """Run queue workers for `accept`ed messages; on exit, drain the queue first."""
-        self._queue = asyncio.Queue(maxsize=self.settings.queue_size)
+        # Unbounded on purpose: the inbox is the durable queue and this only holds ids. A
+        # bounded queue would hold up `accept`, and with it Slack's ack, behind the backlog.
+        self._queue = asyncio.Queue()
         for row in await self.store.inbox_unfinished():
-            self._queue.put_nowait(row["id"])
+            self._queue.put_nowait((row["id"], row["session_id"]))
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self._worker(), name=f"turn-worker-{i}")
                      for i in range(workers or self.settings.workers)]
@@ -172,9 +202,9 @@ class Orchestrator:
     async def _worker(self) -> None:
         assert self._queue is not None
         while True:
-            inbox_id = await self._queue.get()
+            inbox_id, session_id = await self._queue.get()
             try:
-                await self.process(inbox_id)
+                await self.process(inbox_id, session_id)
             except Exception:  # the turn itself already answered safely; this is a bug trail
                 log.exception("worker_error", inbox_id=inbox_id)
             finally:
@@ -182,7 +212,8 @@ class Orchestrator:
 
     # -- the state machine ----------------------------------------------------------------
     async def _run_turn(self, envelope: MessageEnvelope) -> TurnOutcome:
-        turn = Turn(envelope=envelope, correlation_id=uuid.uuid4().hex[:16])
+        identified = await self._identify(envelope)
+        turn = Turn(envelope=identified, correlation_id=uuid.uuid4().hex[:16])
         steps = {
             State.ROUTE: self._route, State.PLAN: self._plan, State.TOOL_LOOP: self._tool_loop,
             State.DRAFT: self._draft, State.GUARD: self._guard, State.RESPOND: self._respond,
@@ -191,7 +222,9 @@ class Orchestrator:
             correlation_id=turn.correlation_id, tenant_id=envelope.tenant_id,
             session_id=envelope.session_id, channel=envelope.channel.value,
         ):
-            await self.store.inbox_start(envelope.id, turn.correlation_id)
+            # The identified envelope is stored, so a replay sees what this turn saw.
+            await self.store.inbox_start(envelope.id, turn.correlation_id,
+                                         envelope=identified if identified is not envelope else None)
             while turn.state in steps:
                 state = turn.state
                 started = time.perf_counter()
@@ -208,6 +241,17 @@ class Orchestrator:
                 return await self._finish(turn)
             finally:
                 await self.store.trace_many(turn.spans)
+
+    async def _identify(self, envelope: MessageEnvelope) -> MessageEnvelope:
+        resolver = self.identities.get(surface(envelope.channel.value))
+        if resolver is None or "verified_email" in envelope.metadata:
+            return envelope
+        try:
+            email = await resolver(envelope)
+        except Exception:  # not knowing who wrote only means no lookup by email
+            log.exception("identity_failed")
+            email = None
+        return envelope.model_copy(update={"metadata": {**envelope.metadata, "verified_email": email}})
 
     async def _route(self, turn: Turn) -> State:
         opened = await self.store.open_turn(turn.envelope)
@@ -318,7 +362,7 @@ class Orchestrator:
         try:
             ctx = self._hand_context(turn)
             await self.executor.run(PlanStep(tool="create_ticket", args={
-                "email": env.metadata.get("verified_email", ""), "subject": f"Deskhand could not answer {env.id}",
+                "email": env.metadata.get("verified_email") or "", "subject": f"Deskhand could not answer {env.id}",
                 "body": f"{turn.error}\n\n{env.text[:4000]}", "priority": "high"}), ctx)
         except Exception:  # the ticket is best effort; the reply is not
             log.exception("failure_ticket_failed")

@@ -21,16 +21,21 @@ PHONE_MASK = "[phone]"
 # the Luhn check below decides.
 _CARD = re.compile(r"(?<![\w-])[1-6](?:[ -]?\d){11,18}(?![\w-])")
 
-_SECRETS = [
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S),
-    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}"),  # Slack bot/user/legacy tokens
-    re.compile(r"\bxapp-[A-Za-z0-9-]{8,}"),  # Slack app-level tokens
-    re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"),  # OpenAI / Anthropic style keys
-    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key IDs
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),  # GitHub tokens
-    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),  # JWTs
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}=*"),
+# Each secret pattern with the literal(s) it cannot match without. Every log value and
+# stored string is masked, and a substring test is far cheaper than a regex scan, so a
+# pattern only runs on text that contains its marker.
+_AWS_KEY = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")  # AWS access key IDs
+_SECRETS: list[tuple[str, re.Pattern[str]]] = [
+    ("-----BEGIN", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S)),
+    ("xox", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}")),  # Slack bot/user/legacy tokens
+    ("xapp-", re.compile(r"\bxapp-[A-Za-z0-9-]{8,}")),  # Slack app-level tokens
+    ("sk-", re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}")),  # OpenAI / Anthropic style keys
+    ("AKIA", _AWS_KEY),
+    ("ASIA", _AWS_KEY),
+    ("gh", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b")),  # GitHub tokens
+    ("eyJ", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),  # JWTs
 ]
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}=*")
 
 # "password: hunter2", "my pwd is hunter2", "passcode=1234"
 _PASSWORD = re.compile(
@@ -39,6 +44,9 @@ _PASSWORD = re.compile(
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"(?<!\w)(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\d[\d ().-]{7,}\d(?!\w)")
+
+
+_WITHOUT_DIGITS = str.maketrans("", "", "0123456789")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -70,10 +78,17 @@ def mask_sensitive(text: str) -> str:
     """Mask card numbers (Luhn-checked), secrets/tokens and passwords."""
     if not text:
         return text
-    for pattern in _SECRETS:
-        text = pattern.sub(SECRET_MASK, text)
-    text = _PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}{PASSWORD_MASK}", text)
-    return _CARD.sub(_mask_card, text)
+    for marker, pattern in _SECRETS:
+        if marker in text:
+            text = pattern.sub(SECRET_MASK, text)
+    lowered = text.lower()
+    if "bearer" in lowered:
+        text = _BEARER.sub(SECRET_MASK, text)
+    if "pass" in lowered or "pwd" in lowered:
+        text = _PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}{PASSWORD_MASK}", text)
+    if not text.isascii() or len(text) - len(text.translate(_WITHOUT_DIGITS)) >= 12:
+        text = _CARD.sub(_mask_card, text)  # a card has at least 12 digits
+    return text
 
 
 def find_cards(text: str) -> list[str]:

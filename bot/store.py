@@ -85,9 +85,15 @@ class Store:
         )
         return cur.rowcount == 1
 
+    def _row(self, sql: str, params: list[Any]) -> dict | None:
+        # Plain SQL on the per-turn paths: sqlite-utils' table helpers introspect the schema
+        # on every call, which cost more than the queries themselves under load.
+        cur = self.db.execute(sql, params)
+        row = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], row)) if row else None
+
     def inbox_get(self, inbox_id: str) -> dict | None:
-        rows = list(self.db["inbox"].rows_where("id = ?", [inbox_id]))
-        return rows[0] if rows else None
+        return self._row("SELECT * FROM inbox WHERE id = ?", [inbox_id])
 
     def inbox_envelope(self, inbox_id: str) -> MessageEnvelope | None:
         row = self.inbox_get(inbox_id)
@@ -95,13 +101,15 @@ class Store:
 
     def inbox_update(self, inbox_id: str, **fields: Any) -> None:
         fields["updated_at"] = now_iso()
-        self.db["inbox"].update(inbox_id, fields)
+        assignments = ", ".join(f"[{name}] = ?" for name in fields)
+        self.db.execute(f"UPDATE inbox SET {assignments} WHERE id = ?", [*fields.values(), inbox_id])
 
-    def inbox_start(self, inbox_id: str, correlation_id: str) -> None:
+    def inbox_start(self, inbox_id: str, correlation_id: str, envelope: MessageEnvelope | None = None) -> None:
+        """Mark a turn started (and, if given, store the envelope as the turn sees it)."""
         self.db.execute(
             "UPDATE inbox SET status = ?, attempts = attempts + 1, correlation_id = ?,"
-            " updated_at = ? WHERE id = ?",
-            [PROCESSING, correlation_id, now_iso(), inbox_id],
+            " updated_at = ?, envelope = coalesce(?, envelope) WHERE id = ?",
+            [PROCESSING, correlation_id, now_iso(), envelope.model_dump_json() if envelope else None, inbox_id],
         )
 
     def inbox_unfinished(self) -> list[dict]:
@@ -134,6 +142,12 @@ class Store:
         )
         return cur.rowcount == 1
 
+    def mark_processed_all(self, keys: list[str], source: str) -> bool:
+        """Record several keys of one event (its id, its message id). True only if none of
+        them had been seen; every key is recorded either way."""
+        fresh = [self.mark_processed(key, source) for key in keys]
+        return all(fresh)
+
     # -- sessions and messages -------------------------------------------------------------
     def session_get_or_create(self, envelope: MessageEnvelope) -> dict:
         self.db.execute(
@@ -145,23 +159,18 @@ class Store:
         return self.session_get(envelope.session_id)
 
     def session_get(self, session_id: str) -> dict | None:
-        rows = list(self.db["sessions"].rows_where("id = ?", [session_id]))
-        if not rows:
-            return None
-        row = rows[0]
-        row["metadata"] = loads(row["metadata"], {})
+        row = self._row("SELECT * FROM sessions WHERE id = ?", [session_id])
+        if row is not None:
+            row["metadata"] = loads(row["metadata"], {})
         return row
 
     def session_update(self, session_id: str, *, status: str | None = None, **metadata: Any) -> None:
-        session = self.session_get(session_id)
-        if session is None:
-            return
-        fields: dict[str, Any] = {"updated_at": now_iso()}
-        if status:
-            fields["status"] = status
-        if metadata:
-            fields["metadata"] = dumps({**session["metadata"], **metadata})
-        self.db["sessions"].update(session_id, fields)
+        """Set a session's status and merge keys into its metadata, in one statement (a key
+        set to None is removed)."""
+        self.db.execute(
+            "UPDATE sessions SET updated_at = ?, status = coalesce(?, status),"
+            " metadata = json_patch(metadata, ?) WHERE id = ?",
+            [now_iso(), status or None, dumps(metadata), session_id])
 
     def sessions_with_status(self, tenant_id: str, status: str) -> list[dict]:
         return list(
@@ -184,11 +193,11 @@ class Store:
         return {"session_id": session_id, "role": role, "text": text}
 
     def message_for(self, inbox_id: str, role: str = "assistant") -> dict | None:
-        rows = list(self.db["messages"].rows_where("inbox_id = ? AND role = ?", [inbox_id, role]))
-        if not rows:
-            return None
-        rows[0]["metadata"] = loads(rows[0]["metadata"], {})
-        return rows[0]
+        row = self._row("SELECT * FROM messages WHERE inbox_id = ? AND role = ? ORDER BY id LIMIT 1",
+                        [inbox_id, role])
+        if row is not None:
+            row["metadata"] = loads(row["metadata"], {})
+        return row
 
     def history(self, session_id: str, limit: int = 20) -> list[dict]:
         rows = self.db.execute(
@@ -207,26 +216,28 @@ class Store:
 
     # -- case state ----------------------------------------------------------------------
     def case_state(self, session_id: str) -> dict:
-        rows = list(self.db["case_state"].rows_where("session_id = ?", [session_id]))
-        return loads(rows[0]["state"], {}) if rows else {}
+        row = self.db.execute("SELECT state FROM case_state WHERE session_id = ?", [session_id]).fetchone()
+        return loads(row[0], {}) if row else {}
 
     def set_case_state(self, session_id: str, tenant_id: str, state: dict) -> None:
-        self.db["case_state"].upsert(
-            {"session_id": session_id, "tenant_id": tenant_id, "state": dumps(state),
-             "updated_at": now_iso()},
-            pk="session_id",
-        )
+        self.db.execute(
+            "INSERT INTO case_state (session_id, tenant_id, state, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (session_id) DO UPDATE SET tenant_id = excluded.tenant_id,"
+            " state = excluded.state, updated_at = excluded.updated_at",
+            [session_id, tenant_id, dumps(state), now_iso()])
 
     # -- tools, idempotency ----------------------------------------------------------------
     def record_tool_call(self, **row: Any) -> None:
         row["args"] = dumps(row.get("args") or {})
         row["result"] = dumps(row.get("result")) if row.get("result") is not None else None
         row["ts"] = now_iso()
-        self.db["tool_calls"].insert(row)
+        names = ", ".join(f"[{name}]" for name in row)
+        self.db.execute(f"INSERT INTO tool_calls ({names}) VALUES ({', '.join('?' * len(row))})",
+                        list(row.values()))
 
     def idempotent_result(self, key: str) -> dict | None:
-        rows = list(self.db["idempotency"].rows_where("key = ?", [key]))
-        return loads(rows[0]["result"]) if rows else None
+        row = self.db.execute("SELECT result FROM idempotency WHERE key = ?", [key]).fetchone()
+        return loads(row[0]) if row else None
 
     def save_idempotent_result(self, key: str, tenant_id: str, tool: str, result: dict) -> dict:
         """Store the first result for key; return whichever result the key holds."""

@@ -74,6 +74,7 @@ class SlackEmulator(PayloadBuilders):
         self.calls: list[Call] = []
         self.envelopes: dict[str, dict[str, Any]] = {}  # every envelope pushed, by envelope_id
         self.acks: dict[str, dict[str, Any] | None] = {}  # envelope_id -> ack payload, None if empty
+        self.ack_times: dict[str, float] = {}  # envelope_id -> time.monotonic() of its first ack
         self.webhooks: dict[str, list[dict[str, Any]]] = {}  # response_url id -> bodies POSTed
         self.connections_opened = 0
         self.port = 0
@@ -81,6 +82,7 @@ class SlackEmulator(PayloadBuilders):
         self._queued: dict[str, list[dict[str, Any]]] = {}  # team -> envelopes awaiting a socket
         self._tickets: dict[str, str] = {}  # Socket Mode URL ticket -> team
         self._faults: dict[str, list[_Fault]] = {}
+        self._holds: list[tuple[str, Callable[[dict[str, Any]], bool], asyncio.Event]] = []
         self._hooks: dict[str, tuple[str, str | None, str | None]] = {}  # id -> team, channel, ts
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -185,6 +187,13 @@ class SlackEmulator(PayloadBuilders):
             retry_after = 1
         self._faults.setdefault(method, []).append(_Fault(status, error, retry_after, times))
 
+    def hold(self, method: str, predicate: Callable[[dict[str, Any]], bool]) -> asyncio.Event:
+        """Hold calls to ``method`` whose params match ``predicate`` (a slow Slack) until the
+        returned event is set; other calls are answered meanwhile."""
+        gate = asyncio.Event()
+        self._holds.append((method, predicate, gate))
+        return gate
+
     def _take_fault(self, method: str) -> _Fault | None:
         queue = self._faults.get(method)
         if not queue:
@@ -208,6 +217,9 @@ class SlackEmulator(PayloadBuilders):
                           else await request.post())
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else params.pop("token", "")
+        for held, predicate, gate in self._holds:
+            if held == method and predicate(params):
+                await gate.wait()
         ws, kind = self._team_for_token(token)
         name = "api_" + method.replace(".", "_")
         status, headers = 200, {}
@@ -300,6 +312,7 @@ class SlackEmulator(PayloadBuilders):
         frame = json.loads(data)
         if "envelope_id" in frame:  # an ack: {"envelope_id": …, "payload"?: …}
             self.acks[frame["envelope_id"]] = frame.get("payload")
+            self.ack_times.setdefault(frame["envelope_id"], time.monotonic())
             self._notify()
 
     async def _deliver(self, team: str, envelope: dict[str, Any]) -> None:

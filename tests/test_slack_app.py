@@ -270,6 +270,27 @@ async def test_a_turn_cut_short_finishes_after_a_restart_in_its_placeholder(emu,
     assert answer.params["ts"] == posts(emu, dm["channel"])[0].response["ts"]
 
 
+async def test_an_answer_ready_before_its_placeholder_is_posted_instead_of_it(emu, settings):
+    # One placeholder post at a time, and Slack holds the first: the second message's
+    # placeholder is still queued when its answer is ready.
+    slow = emu.hold("chat.postMessage", lambda p: p.get("text") == bk.PLACEHOLDER)
+    first = emu.dm(ACME, ALICE, "where is order A-1042?")
+    second = emu.dm(ACME, DAVE, "where is order A-1042?")
+    async with open_runtime(settings, planner=rules()) as rt, \
+            serve(rt, options=SlackOptions(**{**FAST.__dict__, "max_placeholders_in_flight": 1})):
+        await emu.push_event(ACME, first)
+        await emu.wait_for(lambda e: e.acks)  # the first placeholder is now held by Slack
+        await emu.push_event(ACME, second)
+        answer = await emu.wait_for_call("chat.postMessage", lambda c: c.params["channel"] == second["channel"])
+        slow.set()
+        await emu.wait_for_call("chat.update", answered(first["channel"], "A-1042 has shipped"))
+
+    assert "A-1042 has shipped" in answer.params["text"]
+    assert [c.params["text"] for c in posts(emu, second["channel"])] == [answer.params["text"]]
+    assert not [c for c in emu.calls_to("chat.update") if c.params["channel"] == second["channel"]]
+    assert [c.params["text"] for c in posts(emu, first["channel"])] == [bk.PLACEHOLDER]
+
+
 # ------------------------------------------------------------------ approvals
 
 
@@ -314,6 +335,19 @@ async def test_a_refund_approved_by_an_approver_runs_once_and_the_customer_is_to
     assert "64.00" in told.params["text"] and again["channel"] == SUPPORT
     assert refunds == 1 + INITIAL_REFUNDS
     assert audit.count("approved") == 1 and audit.count("executed") == 1 and "approve_duplicate" in audit
+
+
+async def test_an_approval_card_queued_again_after_a_crash_is_posted_once(emu, settings):
+    async with deskhand(settings) as (rt, slack):
+        dm, card = await refund_card(emu)
+        action_id = approve_click(emu, BOB, card)["actions"][0]["value"]
+        envelope = await rt.store.inbox_envelope(message_id(ACME, dm["channel"], dm["ts"]))
+        # What a crash between queueing the card and noting it leaves: a re-run queues it again.
+        await rt.store.pending_update_metadata(action_id, card_queued=False, card_ts=None)
+        await slack.responder.post_approval_card(envelope, action_id)
+        await slack.responder.flush_outbox()
+
+    assert len(posts(emu, SUPPORT)) == 1
 
 
 async def test_approval_is_refused_to_a_non_approver_and_to_the_requester(emu, settings):

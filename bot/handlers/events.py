@@ -16,8 +16,10 @@ from bot.slack.ids import message_id, session_id
 from bot.slack.mrkdwn import plain_text
 
 
-def envelope_from_event(team: str, event: dict, *, bot_user_id: str | None, email: str | None) -> MessageEnvelope:
-    """A Slack message (`message` or `app_mention` event) as Deskhand's envelope."""
+def envelope_from_event(team: str, event: dict, *, bot_user_id: str | None) -> MessageEnvelope:
+    """A Slack message (`message` or `app_mention` event) as Deskhand's envelope. The user's
+    verified email is added when the turn starts (`Orchestrator.identities`), not here:
+    asking Slack for it must not hold up the ack."""
     channel, ts = event["channel"], event["ts"]
     thread_ts = event.get("thread_ts") or ts
     if event.get("channel_type") == "im" or channel.startswith("D"):
@@ -26,8 +28,6 @@ def envelope_from_event(team: str, event: dict, *, bot_user_id: str | None, emai
         kind = Channel.slack_thread if thread_ts != ts else Channel.slack_channel
     metadata = {"slack_channel": channel, "thread_ts": thread_ts, "message_ts": ts,
                 "client_msg_id": event.get("client_msg_id")}
-    if email:
-        metadata["verified_email"] = email
     return MessageEnvelope(
         id=message_id(team, channel, ts), tenant_id=team, channel=kind, user_id=event["user"],
         session_id=session_id(team, channel, thread_ts), text=plain_text(event.get("text") or "", bot_user_id),

@@ -24,7 +24,6 @@ itself is idempotent too: two deliveries racing past (5) still store the message
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -102,8 +101,7 @@ class ToEnvelope(AsyncMiddleware):
             if (not in_thread or mentions_bot
                     or await context["store"].session_get(session_id(team, channel, thread_ts)) is None):
                 return await context.ack()
-        email = await context["directory"].email(team, event["user"])
-        context["envelope"] = envelope_from_event(team, event, bot_user_id=context.bot_user_id, email=email)
+        context["envelope"] = envelope_from_event(team, event, bot_user_id=context.bot_user_id)
         return await next()
 
 
@@ -116,8 +114,7 @@ class Dedup(AsyncMiddleware):
         keys = [f"slack:event:{body.get('event_id')}"]
         if event.get("client_msg_id"):
             keys.append(f"slack:msg:{context.team_id}:{event['client_msg_id']}")
-        fresh = await asyncio.gather(*(store.mark_processed(key, "slack") for key in keys))
-        if all(fresh):
+        if await store.mark_processed_all(keys, "slack"):
             return await next()
         envelope = context.get("envelope")
         if envelope is not None and await store.inbox_get(envelope.id) is None:

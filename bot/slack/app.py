@@ -126,7 +126,14 @@ def build_app(team: SlackTeam, services: dict) -> AsyncApp:
     `process_before_response=True` runs each listener before the ack is sent, inline; the
     listeners are short (accept, or spawn a job), so the ack still leaves at once, and no
     listener runs as an unowned task."""
-    app = AsyncApp(client=team.client, process_before_response=True)
+    app = AsyncApp(
+        client=team.client, process_before_response=True,
+        # Built-in middleware that only matters over HTTP (signatures, SSL checks, URL
+        # verification) or for features Deskhand does not use (workflow functions, assistant
+        # threads): off, since each runs on every event.
+        request_verification_enabled=False, ssl_check_enabled=False, url_verification_enabled=False,
+        attaching_function_token_enabled=False, attaching_conversation_kwargs_enabled=False,
+    )
     middleware.register(app, services)
     events.register(app)
     home.register(app)
@@ -163,6 +170,7 @@ async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
         services = {"orchestrator": runtime.orchestrator, "store": runtime.store, "directory": directory,
                     "responder": responder, "ops": ops, "commands": slash, "home": surface.home, "jobs": jobs}
         runtime.orchestrator.responders["slack"] = responder
+        runtime.orchestrator.identities["slack"] = lambda env: directory.email(env.tenant_id, env.user_id)
         stop = asyncio.Event()
         outbox = asyncio.create_task(responder.run_outbox(stop), name="slack-outbox")
         try:
@@ -184,6 +192,7 @@ async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
             stop.set()
             await outbox
             runtime.orchestrator.responders.pop("slack", None)
+            runtime.orchestrator.identities.pop("slack", None)
 
 
 async def wait_for_shutdown() -> None:

@@ -3,6 +3,8 @@
 - `acknowledge(envelope)` posts "Looking into it…" in the thread as soon as a message is
   accepted (as a job, after the ack). Its ts is kept in the session's metadata, so a turn
   finished after a restart updates that placeholder instead of posting a second message.
+  Under load, placeholder posts queue behind acks; if the answer is ready before its
+  placeholder has been sent, the placeholder is dropped and the answer posted instead.
 - `deliver` replaces the placeholder with the answer (`chat.update`), then queues an approval
   card or a handoff card for the tenant's support channel when the outcome calls for one.
   Cards go through the outbox (written first, posted by the retrier): a busy support channel
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -36,6 +39,19 @@ SEND_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError, KeyError, OSErr
 MAX_INFLIGHT_PLACEHOLDERS = 10_000
 
 
+@dataclass
+class _Placeholder:
+    """A message's "Looking into it…" post, from the ack until the answer replaces it."""
+
+    posted: asyncio.Future  # its ts once posted (None: not posted, or failed)
+    sending: bool = False  # the post has left: the answer waits for it and updates it
+    dropped: bool = False  # the answer was ready first: it is never posted
+
+    def settle(self, ts: str | None) -> None:
+        if not self.posted.done():
+            self.posted.set_result(ts)
+
+
 class SlackResponder:
     def __init__(self, *, teams: dict[str, SlackTeam], store, settings, jobs: Jobs,
                  outbox_retry_s: float = 5.0, outbox_max_delay_s: float = 600.0,
@@ -46,7 +62,7 @@ class SlackResponder:
         self.jobs = jobs
         self.outbox_retry_s = outbox_retry_s
         self.outbox_max_delay_s = outbox_max_delay_s
-        self._placeholders: OrderedDict[str, asyncio.Future] = OrderedDict()
+        self._placeholders: OrderedDict[str, _Placeholder] = OrderedDict()
         self._wake = asyncio.Event()
         self._posting = asyncio.Semaphore(max_placeholders_in_flight)
 
@@ -55,15 +71,14 @@ class SlackResponder:
         """Start posting the placeholder for a freshly accepted message (does not wait)."""
         if self.settings.policy(envelope.tenant_id).shadow_mode:
             return
-        future = asyncio.get_running_loop().create_future()
-        self._placeholders[envelope.id] = future
+        placeholder = _Placeholder(asyncio.get_running_loop().create_future())
+        self._placeholders[envelope.id] = placeholder
         while len(self._placeholders) > MAX_INFLIGHT_PLACEHOLDERS:  # turns that never deliver
             _, stale = self._placeholders.popitem(last=False)
-            if not stale.done():
-                stale.set_result(None)
-        self.jobs.spawn(self._post_placeholder(envelope, future), name="slack-placeholder")
+            stale.settle(None)
+        self.jobs.spawn(self._post_placeholder(envelope, placeholder), name="slack-placeholder")
 
-    async def _post_placeholder(self, envelope, future: asyncio.Future) -> None:
+    async def _post_placeholder(self, envelope, placeholder: _Placeholder) -> None:
         ts = None
         try:
             session = await self.store.session_get_or_create(envelope)
@@ -73,19 +88,26 @@ class SlackResponder:
             meta = envelope.metadata
             text, blocks = bk.placeholder()
             async with self._posting:
+                if placeholder.dropped:  # the answer was ready first and is posted instead
+                    return
+                placeholder.sending = True
                 ts = await self.teams[envelope.tenant_id].post(meta["slack_channel"], text, blocks,
                                                                thread_ts=meta["thread_ts"])
             await self.store.session_update(envelope.session_id, **{placeholder_key(envelope.id): ts})
         except SEND_ERRORS as exc:  # the answer is then posted as a new message
             log.warning("placeholder_failed", inbox_id=envelope.id, error=_describe(exc))
         finally:
-            if not future.done():
-                future.set_result(ts)
+            placeholder.settle(ts)
 
     async def _placeholder_ts(self, envelope) -> str | None:
-        future = self._placeholders.pop(envelope.id, None)
-        if future is not None:
-            return await future
+        placeholder = self._placeholders.pop(envelope.id, None)
+        if placeholder is not None:
+            if not placeholder.sending:
+                # Under load, placeholders queue (acks come first). One that has not left
+                # yet would be replaced before anyone could read it: drop it, post the answer.
+                placeholder.dropped = True
+                return None
+            return await placeholder.posted
         session = await self.store.session_get(envelope.session_id) or {"metadata": {}}
         return session["metadata"].get(placeholder_key(envelope.id)) or None
 
@@ -132,7 +154,7 @@ class SlackResponder:
                                         where=where)
         await self.queue({"op": "post", "team": envelope.tenant_id, "channel": support, "text": text,
                           "blocks": blocks, "record": {"pending_card": action_id}},
-                         session_id=envelope.session_id, inbox_id=envelope.id)
+                         session_id=envelope.session_id, inbox_id=envelope.id, key=f"approval_card:{action_id}")
         await self.store.pending_update_metadata(action_id, card_queued=True)
 
     async def post_handoff_card(self, session_id: str, *, who: str, reason: str, key: str) -> None:
@@ -147,7 +169,8 @@ class SlackResponder:
             return
         text, blocks = await self.handoff_card(session_id, who=who, reason=reason)
         await self.queue({"op": "post", "team": ref.team, "channel": support, "text": text, "blocks": blocks,
-                          "record": {"session": session_id, "key": f"handoff_card:{key}"}}, session_id=session_id)
+                          "record": {"session": session_id, "key": f"handoff_card:{key}"}},
+                         session_id=session_id, key=f"handoff_card:{session_id}:{key}")
 
     async def handoff_card(self, session_id: str, *, who: str, reason: str) -> tuple[str, list[dict]]:
         """The handoff card for a conversation, with a redacted excerpt of its transcript."""
@@ -169,9 +192,10 @@ class SlackResponder:
             self._wake.set()
             return None
 
-    async def queue(self, payload: dict, *, session_id: str = "", inbox_id: str = "") -> None:
-        """Send soon and durably: written to the outbox, then posted by the retrier."""
-        await self.store.outbox_add(payload["team"], "slack", session_id, inbox_id, payload)
+    async def queue(self, payload: dict, *, session_id: str = "", inbox_id: str = "", key: str | None = None) -> None:
+        """Send soon and durably: written to the outbox, then posted by the retrier. With a
+        `key`, a second queue of the same post (a turn re-run after a crash) queues nothing."""
+        await self.store.outbox_add(payload["team"], "slack", session_id, inbox_id, payload, key=key)
         self._wake.set()
 
     async def _perform(self, payload: dict) -> str:
