@@ -130,6 +130,7 @@ async def test_queue_workers_answer_every_accepted_message(runtime):
             assert await runtime.orchestrator.accept(env)
         assert not await runtime.orchestrator.accept(envs[0])  # a duplicate is not queued
     assert sorted(delivered) == sorted(e.id for e in envs)
+    assert runtime.orchestrator._session_locks == {}  # no per-session state outlives its turns
 
 
 async def test_shadow_mode_plans_and_records_but_does_not_deliver(tmp_path):
