@@ -151,7 +151,9 @@ def ask(
 def run() -> None:
     """Run Deskhand: connect to Slack over Socket Mode and answer until stopped (Ctrl-C).
 
-    Needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN (see manifest.yml and docs/slack.md).
+    Needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN (see manifest.yml and docs/slack.md). With
+    DESKHAND_SMTP_ENABLED=1 (or DESKHAND_IMAP_HOST) it also runs the mail bridge, and mirrors
+    every email conversation into the tenant's support channel (mailbridge/README.md).
 
     Example:  SLACK_BOT_TOKEN=xoxb-… SLACK_APP_TOKEN=xapp-… deskhand run
     """
@@ -167,15 +169,18 @@ def run() -> None:
 async def _serve(settings) -> int:
     from slack_sdk.errors import SlackApiError
 
+    from bot.run import run_deskhand
     from bot.runtime import open_runtime
-    from bot.slack.app import serve, wait_for_shutdown
+    from bot.slack.app import wait_for_shutdown
 
     try:
-        async with open_runtime(settings) as rt, serve(rt):
-            # Seam for the mail bridge: it joins this same lifespan, entered before `serve`
-            # (`open_runtime(...) as rt, mail_lifespan(rt), serve(rt)`, mailbridge/service.py).
-            # The orchestrator's workers run inside `serve`.
+        async with open_runtime(settings) as rt, run_deskhand(rt) as running:
             console.print("[bold]Deskhand[/] is connected to Slack. Press Ctrl-C to stop.")
+            if running.mail is not None:
+                where = f" on {settings.smtp_host}:{running.mail.smtp_port}" if running.mail.smtp_port else ""
+                console.print(f"Mail: receiving{where}"
+                              + (f", polling {settings.imap_host}" if settings.imap_host else "")
+                              + f"; replies through {settings.relay_host}:{settings.relay_port}.")
             await wait_for_shutdown()
     except SlackApiError as exc:
         typer.echo(f"Slack refused the connection: {exc.response.get('error')}. Check "

@@ -121,6 +121,16 @@ def m003_email_threads(db: sqlite_utils.Database) -> None:
     db["email_threads"].create_index(["session_id"])
 
 
+@migration
+def m004_mail_mirror(db: sqlite_utils.Database) -> None:
+    # The Slack thread that mirrors each email conversation (bot/slack/mail_mirror.py): one
+    # per session, found again from the thread when a teammate replies in it.
+    db["mail_mirror"].create(
+        {"session_id": str, "tenant_id": str, "channel": str, "thread_ts": str, "ts": str}, pk="session_id"
+    )
+    db["mail_mirror"].create_index(["tenant_id", "channel", "thread_ts"], unique=True)
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply every migration not yet recorded. Returns the names applied now."""
     table = db["_migrations"]

@@ -390,6 +390,23 @@ class Store:
         return [r[0] for r in self.db.execute(
             "SELECT key FROM email_threads WHERE session_id = ? ORDER BY ts, key", [session_id]).fetchall()]
 
+    # -- the Slack mirror of email conversations -------------------------------------------
+    def mirror_record(self, session_id: str, tenant_id: str, channel: str, thread_ts: str) -> None:
+        """Remember the Slack thread mirroring an email session (the first one stays)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO mail_mirror (session_id, tenant_id, channel, thread_ts, ts) VALUES (?, ?, ?, ?, ?)",
+            [session_id, tenant_id, channel, thread_ts, now_iso()])
+
+    def mirror_thread(self, session_id: str) -> dict | None:
+        return self._row("SELECT * FROM mail_mirror WHERE session_id = ?", [session_id])
+
+    def mirror_session(self, tenant_id: str, channel: str, thread_ts: str) -> str | None:
+        """The email session a Slack thread mirrors, if it mirrors one."""
+        row = self.db.execute(
+            "SELECT session_id FROM mail_mirror WHERE tenant_id = ? AND channel = ? AND thread_ts = ?",
+            [tenant_id, channel, thread_ts]).fetchone()
+        return row[0] if row else None
+
     # -- outbox ------------------------------------------------------------------------
     # Statuses: `pending` (due at next_attempt_at), `sent`, and `failed` (given up: shown to
     # an operator until `outbox_requeue` puts it back).

@@ -92,6 +92,8 @@ class EmailResponder:
             key=f"reply:{envelope.id}",
             kind="reply",
             inbox_id=envelope.id,
+            mirror_info={"pending_action_id": outcome.pending_action_id,
+                         "handed_off": outcome.state == "HANDED_OFF"},
         )
 
     async def notify(self, session: dict, text: str, **info: Any) -> None:
@@ -143,6 +145,7 @@ class EmailResponder:
         inbox_id: str = "",
         from_name: str | None = None,
         auto_submitted: bool = True,
+        mirror_info: dict | None = None,
     ) -> OutboxItem:
         settings = self.settings
         meta = parent_env.metadata
@@ -171,7 +174,7 @@ class EmailResponder:
             "outbound",
             self.mirror.outbound(
                 tenant_id=parent_env.tenant_id, session_id=parent_env.session_id, text=summary,
-                message_id=message_id, kind=kind, to=to,
+                message_id=message_id, kind=kind, to=to, **(mirror_info or {}),
             ),
         )
         return item

@@ -27,8 +27,8 @@ IMAP \\Seen flag). In order:
 3. by disposition (see `mailbridge.inbound`): `answer` goes to `orchestrator.accept`;
    `human` is handed to a teammate first and then accepted (the turn stays silent, the
    transcript has it); `held` (auto-replies, bounces, lists) is stored as `skipped`;
-4. record the message's thread keys, tell the team about anything flagged (an audit entry
-   and `mirror.team_notice`), and show the message to the mirror.
+4. record the message's thread keys, show the message to the mirror, and tell the team about
+   anything flagged (an audit entry and `mirror.team_notice`).
 If a step fails before the end, the exception reaches the receiver, which answers 451 (or
 leaves the IMAP message unread) and the message comes again; every step is idempotent.
 """
@@ -174,8 +174,8 @@ class MailBridge:
             # The same bytes again: the sender did not see our answer (we may have stopped
             # before it). Everything below is idempotent or at least once.
         await store.email_thread_record(parsed.thread_keys, session_id, tenant)
-        await self._tell_team(envelope, disposition)
         await self._call_mirror("inbound", self.mirror.inbound(envelope, disposition=disposition.value))
+        await self._tell_team(envelope, disposition)
         log.info("mail_received", inbox_id=envelope.id, session_id=session_id, disposition=disposition.value,
                  fresh=fresh, flags=flags)
         return InboundResult(envelope=envelope, disposition=disposition, fresh=fresh)

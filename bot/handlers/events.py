@@ -1,4 +1,5 @@
 """Events: a message for Deskhand becomes a `MessageEnvelope` and is accepted; that is all.
+A teammate's message in a thread mirroring an email goes to `SlackOps.teammate_reply`.
 
 `to_envelope` (middleware) has already decided that the message is for Deskhand and put
 its envelope in the context; `dedup` has dropped repeats. The turn itself runs on the
@@ -40,11 +41,21 @@ async def on_message(envelope, orchestrator, responder):
         responder.acknowledge(envelope)
 
 
+async def is_mail_reply(context) -> bool:
+    return context.get("mail_reply") is not None
+
+
+async def on_mail_reply(mail_reply, ops):
+    """A teammate's answer to an email customer, in the thread mirroring that email."""
+    await ops.teammate_reply(mail_reply)
+
+
 async def on_other_event():
     """Any other event: acked (bolt acks events itself) so Slack does not redeliver it."""
 
 
 def register(app: AsyncApp) -> None:
+    app.event("message", matchers=[is_mail_reply])(on_mail_reply)  # bolt runs the first listener that matches
     app.event("message")(on_message)
     app.event("app_mention")(on_message)
 

@@ -11,7 +11,8 @@ self-event filter, which already drop Deskhand's own posts):
    dropped: Slack must not redeliver them, and Deskhand must not answer them.
 4. `ToEnvelope`: decides whether a message is for Deskhand (a DM, a mention, or a reply in a
    thread Deskhand is part of) and puts its `MessageEnvelope` in the context; anything else
-   is acked and dropped.
+   is acked and dropped. A teammate's message in a thread that mirrors an email conversation
+   becomes a `TeammateReply` (`mail_reply`) instead: their answer to the customer.
 5. `Dedup`: a persisted record of event ids and client_msg_ids (`store.mark_processed`). A
    redelivered event (Slack's retries, `retry_attempt` > 0) is acked and dropped, even
    after a restart. It runs after (4) because Slack sends a mention in a channel twice (as
@@ -35,6 +36,8 @@ from slack_bolt.response import BoltResponse
 from bot.handlers.events import envelope_from_event
 from bot.logs import get_logger
 from bot.slack.ids import session_id
+from bot.slack.mrkdwn import plain_text
+from bot.slack.ops import TeammateReply
 
 log = get_logger("deskhand.slack.events")
 
@@ -90,19 +93,37 @@ class ToEnvelope(AsyncMiddleware):
         event, context = _message(req.body), req.context
         if event is None:
             return await next()
-        team, channel = context.team_id, event["channel"]
+        team, channel, store = context.team_id, event["channel"], context["store"]
         thread_ts = event.get("thread_ts") or event["ts"]
+        in_thread = thread_ts != event["ts"]
         direct = event.get("channel_type") == "im" or channel.startswith("D")
+        known = None
+        if not direct and in_thread:
+            known = await store.session_get(session_id(team, channel, thread_ts))
+            # Not a thread Deskhand answers in? It may mirror an email conversation: then a
+            # teammate's message there is their reply to the customer.
+            mirrored = None if known else await store.mirror_session(team, channel, thread_ts)
+            if mirrored is not None:
+                if event["type"] == "app_mention" or event.get("user_team", team) != team:
+                    return await context.ack()  # its `message` copy is the one that counts
+                context["mail_reply"] = teammate_reply(event, team, mirrored, context.bot_user_id)
+                return await next()
         if not (direct or event["type"] == "app_mention"):
             # A plain channel message: answered only as a reply in a thread Deskhand is part
             # of. One that mentions Deskhand is answered through its app_mention copy instead.
-            in_thread = thread_ts != event["ts"]
             mentions_bot = f"<@{context.bot_user_id}>" in (event.get("text") or "")
-            if (not in_thread or mentions_bot
-                    or await context["store"].session_get(session_id(team, channel, thread_ts)) is None):
+            if not in_thread or mentions_bot or known is None:
                 return await context.ack()
         context["envelope"] = envelope_from_event(team, event, bot_user_id=context.bot_user_id)
         return await next()
+
+
+def teammate_reply(event: dict, team: str, email_session: str, bot_user_id: str | None) -> TeammateReply:
+    text = event.get("text") or ""
+    return TeammateReply(
+        team=team, user=event["user"], channel=event["channel"], ts=event["ts"], session_id=email_session,
+        text=plain_text(text, bot_user_id).strip(),
+        note=text.lstrip().startswith("//") or f"<@{bot_user_id}>" in text)
 
 
 class Dedup(AsyncMiddleware):
@@ -114,8 +135,8 @@ class Dedup(AsyncMiddleware):
         keys = [f"slack:event:{body.get('event_id')}"]
         if event.get("client_msg_id"):
             keys.append(f"slack:msg:{context.team_id}:{event['client_msg_id']}")
-        if await store.mark_processed_all(keys, "slack"):
-            return await next()
+        if await store.mark_processed_all(keys, "slack") or context.get("mail_reply") is not None:
+            return await next()  # a teammate's email reply is keyed by its ts: a second run sends nothing
         envelope = context.get("envelope")
         if envelope is not None and await store.inbox_get(envelope.id) is None:
             # Seen, yet never stored: the process stopped between the two. Let it through.

@@ -145,8 +145,10 @@ def build_app(team: SlackTeam, services: dict) -> AsyncApp:
 
 @asynccontextmanager
 async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
-                options: SlackOptions | None = None) -> AsyncIterator[SlackSurface]:
-    """Connect Deskhand to Slack (one or more workspaces) around the orchestrator's workers."""
+                options: SlackOptions | None = None, mail_mirror=None) -> AsyncIterator[SlackSurface]:
+    """Connect Deskhand to Slack (one or more workspaces) around the orchestrator's workers.
+    With a `mail_mirror` (bot/slack/mail_mirror.py), email conversations are mirrored into the
+    support channel and its posts sent by this app's retrier."""
     settings = runtime.settings
     options = options or SlackOptions()
     credentials = credentials or [SlackCredentials(settings.slack_bot_token, settings.slack_app_token)]
@@ -171,6 +173,9 @@ async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
                     "responder": responder, "ops": ops, "commands": slash, "home": surface.home, "jobs": jobs}
         runtime.orchestrator.responders["slack"] = responder
         runtime.orchestrator.identities["slack"] = lambda env: directory.email(env.tenant_id, env.user_id)
+        if mail_mirror is not None:
+            responder.mail_mirror = mail_mirror
+            mail_mirror.attach(responder.wake)
         stop = asyncio.Event()
         outbox = asyncio.create_task(responder.run_outbox(stop), name="slack-outbox")
         try:
@@ -193,6 +198,8 @@ async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
             await outbox
             runtime.orchestrator.responders.pop("slack", None)
             runtime.orchestrator.identities.pop("slack", None)
+            if mail_mirror is not None:
+                mail_mirror.attach(lambda: None)  # what it queues now waits for the next start
 
 
 async def wait_for_shutdown() -> None:

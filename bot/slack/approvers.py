@@ -1,7 +1,7 @@
 """Who people are, per workspace: verified emails, approvers, staff. Cached briefly.
 
-- A user's email comes from `users.info` (the profile email Slack has verified); it is cached
-  for ten minutes and looked up with a short timeout when a turn starts (never before the
+- A user's email and name come from `users.info` (the email is the profile email Slack has
+  verified); they are cached for ten minutes and looked up with a short timeout when a turn starts (never before the
   ack), so a slow Slack delays an answer by at most that timeout.
 - Approvers are the tenant's configured user IDs plus the members of its approver user group
   (`usergroups.users.list`, cached for a minute). Any failure to ask Slack counts as "no".
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from cachetools import TTLCache
 from slack_sdk.errors import SlackApiError
@@ -22,6 +23,12 @@ from bot.slack.client import SlackTeam
 log = get_logger("deskhand.slack.directory")
 
 
+@dataclass(frozen=True)
+class Person:
+    email: str | None = None
+    name: str | None = None
+
+
 class Directory:
     def __init__(self, teams: dict[str, SlackTeam], policy: Callable, *, group_ttl_s: float = 60.0,
                  email_ttl_s: float = 600.0, lookup_timeout_s: float = 1.5):
@@ -29,41 +36,50 @@ class Directory:
         self.policy = policy  # tenant_id -> TenantPolicy
         self.lookup_timeout_s = lookup_timeout_s
         self._groups: TTLCache = TTLCache(maxsize=1_000, ttl=group_ttl_s)
-        self._emails: TTLCache = TTLCache(maxsize=50_000, ttl=email_ttl_s)
+        self._people: TTLCache = TTLCache(maxsize=50_000, ttl=email_ttl_s)  # (team, user) -> Person
         self._lookups: dict[tuple[str, str], asyncio.Future] = {}
 
     async def email(self, team_id: str, user_id: str) -> str | None:
+        return (await self.person(team_id, user_id)).email
+
+    async def name(self, team_id: str, user_id: str) -> str | None:
+        """How a teammate signs an email: their full name, else their display name."""
+        return (await self.person(team_id, user_id)).name
+
+    async def person(self, team_id: str, user_id: str) -> Person:
         key = (team_id, user_id)
-        if key in self._emails:
-            return self._emails[key]
+        if key in self._people:
+            return self._people[key]
         waiting = self._lookups.get(key)
         if waiting is not None:  # someone is already asking Slack: share their answer
             return await asyncio.shield(waiting)
         answer = self._lookups[key] = asyncio.get_running_loop().create_future()
-        email = None
+        person = Person()
         try:
-            email = await self._fetch_email(team_id, user_id)
-            return email
+            person = await self._fetch(team_id, user_id)
+            return person
         finally:
             del self._lookups[key]
-            answer.set_result(email)
+            answer.set_result(person)
 
-    async def _fetch_email(self, team_id: str, user_id: str) -> str | None:
-        key = (team_id, user_id)
+    async def _fetch(self, team_id: str, user_id: str) -> Person:
         team = self.teams.get(team_id)
         if team is None:
-            return None
+            return Person()
         try:
             async with asyncio.timeout(self.lookup_timeout_s):
                 response = await team.client.users_info(user=user_id)
         except (SlackApiError, TimeoutError, OSError) as exc:
             log.warning("users_info_failed", user=user_id, error=type(exc).__name__)
-            return None
+            return Person()  # not cached: asked again next time
         user = response.get("user") or {}
         profile = user.get("profile") or {}
-        email = None if user.get("is_bot") else (profile.get("email") or None)
-        self._emails[key] = email
-        return email
+        person = Person(
+            email=None if user.get("is_bot") else (profile.get("email") or None),
+            name=profile.get("real_name") or user.get("real_name") or profile.get("display_name") or None,
+        )
+        self._people[(team_id, user_id)] = person
+        return person
 
     async def group_members(self, team_id: str, usergroup: str) -> set[str]:
         key = (team_id, usergroup)

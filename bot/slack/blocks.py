@@ -50,6 +50,14 @@ def actions(*elements: dict, block_id: str | None = None) -> dict:
     return block
 
 
+def person(who: str) -> str:
+    """Someone Deskhand talks about: a Slack user as a mention, anyone else (an email
+    customer) as escaped text."""
+    if who[:1] in ("U", "W") and who.isalnum() and who.isupper():
+        return f"<@{who}>"
+    return escape(who) or "someone"
+
+
 def slack_date(moment: datetime) -> str:
     """A timestamp every reader sees in their own time zone."""
     epoch = int(moment.timestamp())
@@ -112,7 +120,7 @@ def approval_card(*, action_id: str, args: dict, requester: str, where: str) -> 
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": f"*Order*\n{order}"},
             {"type": "mrkdwn", "text": f"*Amount*\n{amount_text}"},
-            {"type": "mrkdwn", "text": f"*Requested by*\n<@{requester}>"},
+            {"type": "mrkdwn", "text": f"*Requested by*\n{person(requester)}"},
             {"type": "mrkdwn", "text": f"*Reason*\n{truncate(reason, 1900)}"},
         ]},
         section(f"Conversation: {where}"),
@@ -140,7 +148,7 @@ def handoff_card(*, session_id: str, who: str, where: str, reason: str, excerpt:
     text = "A conversation needs a human"
     blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": "A conversation needs a human"}},
-        section(f"<@{who}> in {where}\n*Reason:* {truncate(escape(reason or 'asked for a human'), 500)}"),
+        section(f"{person(who)} in {where}\n*Reason:* {truncate(escape(reason or 'asked for a human'), 500)}"),
         section("*Transcript (redacted)*\n" + (truncate(escape(excerpt), SECTION_LIMIT - 40) or "_empty_")),
         actions(button("Hand back to Deskhand", HANDBACK, session_id), block_id="deskhand_handoff"),
         context("Deskhand stays quiet in that thread until it is handed back "
@@ -152,6 +160,52 @@ def handoff_card(*, session_id: str, who: str, where: str, reason: str, excerpt:
 def handed_back_card(card_blocks: Blocks, *, by: str, when: datetime) -> tuple[str, Blocks]:
     kept = [b for b in card_blocks if b.get("type") not in ("actions", "context")]
     return "Handed back to Deskhand", kept + [section(f"↩️ Handed back to Deskhand by <@{by}> on {slack_date(when)}")]
+
+
+# -- the Slack mirror of an email conversation (bot/slack/mail_mirror.py) -------------------
+
+EMAIL_THREAD = "this email conversation (the thread below)"
+MAIL_HOW_TO = ("Deskhand answers this email. Reply in this thread to answer the customer yourself: "
+               "your reply goes out as an email, and Deskhand stays quiet until the thread is handed back. "
+               "Start a message with `//` (or mention Deskhand) for a note the customer never sees.")
+
+
+def mail_thread(*, session_id: str, customer: str, subject: str) -> tuple[str, Blocks]:
+    """The top of an email conversation's thread in the support channel."""
+    subject = subject or "(no subject)"
+    text = f"Email from {customer}: {subject}"
+    blocks = [
+        section(f"📧 *{truncate(escape(subject), 300)}*\nEmail from {escape(customer)}"),
+        actions(button("Take over", HANDOFF, session_id), block_id="deskhand_mail_thread"),
+        context(MAIL_HOW_TO),
+    ]
+    return truncate(escape(text), FALLBACK_LIMIT), blocks
+
+
+def mail_in(*, customer: str, text: str, flags: list[str], attachments: list) -> tuple[str, Blocks]:
+    """A customer's email, shown in its thread."""
+    head = f"✉️ *{escape(customer)}* wrote:"
+    blocks = [section(head), *text_sections(text or "(no text)", MAX_BLOCKS - 3)]
+    notes = []
+    if attachments:
+        notes.append("Attachments: " + ", ".join(
+            f"{escape(a.name or 'unnamed')} ({escape(a.content_type)}, {a.size:,} bytes)"
+            for a in attachments[:10]))
+    if flags:
+        notes.append("Flags: " + ", ".join(f"`{escape(f)}`" for f in flags[:10]))
+    if notes:
+        blocks.append(context(*notes))
+    return truncate(f"{escape(customer)} wrote: {escape(text)}", FALLBACK_LIMIT), blocks[:MAX_BLOCKS]
+
+
+def mail_out(*, kind: str, to: str, text: str) -> tuple[str, Blocks]:
+    """An email Deskhand queued for the customer, shown in its thread."""
+    if kind == "teammate":
+        line = f"📤 Sending to {escape(to)} as an email reply."
+        return line, [context(line)]
+    head = {"reply": f"🤖 Deskhand replied to {escape(to)} by email:",
+            "notice": f"🤖 Deskhand emailed {escape(to)}:"}.get(kind, f"📤 Emailed {escape(to)}:")
+    return truncate(f"{head} {escape(text)}", FALLBACK_LIMIT), [section(head), *text_sections(text, MAX_BLOCKS - 1)]
 
 
 def progress(label: str, done: int, total: int, current: str = "") -> str:

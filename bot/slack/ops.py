@@ -27,6 +27,19 @@ NOT_HERE = "I can't find that in this workspace. It may belong to another team, 
 
 
 @dataclass(frozen=True)
+class TeammateReply:
+    """A teammate's message in the Slack thread that mirrors an email conversation."""
+
+    team: str
+    user: str
+    channel: str
+    ts: str
+    session_id: str  # the email conversation
+    text: str
+    note: bool  # `//…` or a mention of Deskhand: for the team only, never emailed
+
+
+@dataclass(frozen=True)
 class Click:
     """A button click, as the handlers read it from a block_actions payload."""
 
@@ -82,9 +95,7 @@ class SlackOps:
         action = decision.action
         meta = await self.store.pending_metadata(action.id)
         channel, ts = meta.get("card_channel") or click.channel, meta.get("card_ts") or click.message_ts
-        ref = parse_session_id(action.session_id)
-        team = self.responder.teams[click.team]
-        where = team.where(ref.channel, ref.thread_ts, action.requested_by) if ref else "another surface"
+        where = self.responder.where(action.session_id, action.requested_by)
         _, card = bk.approval_card(action_id=action.id, args=action.args, requester=action.requested_by, where=where)
         data = decision.result.data if decision.result and decision.result.ok else {}
         detail = f"refund {data['refund_id']}" if data.get("refund_id") else ""
@@ -96,17 +107,25 @@ class SlackOps:
                                    "text": text, "blocks": blocks}, session_id=action.session_id)
 
     # -- handoff -------------------------------------------------------------------------------
-    async def handoff(self, click: Click) -> None:
-        session_id = click.value
+    async def _session_in(self, team_id: str, session_id: str) -> dict | None:
+        """A conversation of this workspace (a Slack thread, or an email conversation of this
+        tenant), or None. A link to an email conversation's mirror thread stands for it."""
         ref = parse_session_id(session_id)
-        if ref is None or ref.team != click.team:
+        if ref is not None:
+            if ref.team != team_id:
+                return None
+            session_id = await self.store.mirror_session(ref.team, ref.channel, ref.thread_ts) or session_id
+        session = await self.store.session_get(session_id)
+        return session if session is not None and session["tenant_id"] == team_id else None
+
+    async def handoff(self, click: Click) -> None:
+        session = await self._session_in(click.team, click.value)
+        if session is None:
             await self.tell(click, NOT_HERE)
             return
+        session_id = session["id"]
         async with self._lock(session_id):
-            session = await self.store.session_get(session_id)
-            if session is None:
-                await self.tell(click, NOT_HERE)
-                return
+            session = await self.store.session_get(session_id) or session
             if session["status"] == HANDED_OFF:
                 await self.tell(click, "A teammate already has this conversation.")
                 return
@@ -117,15 +136,57 @@ class SlackOps:
                 return
             if result.cached:  # a redelivered click: already done
                 return
+            if parse_session_id(session_id) is None:  # an email: a teammate took it over from Slack
+                await self.responder.post_handoff_card(session_id, who=session["user_id"],
+                                                       reason=await self._taken_over_by(click.team, click.user),
+                                                       key=trigger)
+                return
             await self.runtime.orchestrator.notify(session_id, HANDED_OFF_REPLY, handoff=True)
             await self.responder.post_handoff_card(session_id, who=click.user, reason="asked for a human",
                                                    key=trigger)
 
+    async def _taken_over_by(self, team_id: str, user: str) -> str:
+        return f"taken over by {await self.directory.name(team_id, user) or 'a teammate'}"
+
+    async def teammate_reply(self, reply: TeammateReply) -> None:
+        """A teammate answered an email conversation in its Slack thread: the conversation is
+        theirs (Deskhand stays quiet until it is handed back) and their words go to the
+        customer as an email reply. Runs before the ack, so a crash means Slack delivers the
+        message again; every step is keyed by the message, so it is emailed once."""
+        email = self.runtime.orchestrator.responders.get("email")
+        if reply.note or not reply.text:
+            return
+        if email is None:
+            await self.tell(Click(reply.team, reply.user, reply.channel, reply.ts, ""),
+                            "Email is not connected in this Deskhand just now, so that reply was not sent.")
+            return
+        session_id = reply.session_id
+        async with self._lock(session_id):
+            session = await self.store.session_get(session_id)
+            if session is None or session["tenant_id"] != reply.team:
+                return
+            name = await self.directory.name(reply.team, reply.user)
+            trigger = f"mail-reply:{reply.channel}:{reply.ts}"
+            if session["status"] != HANDED_OFF:
+                result = await self.runtime.hand_off(session_id, reply.user, f"taken over by {name or 'a teammate'}",
+                                                     trigger)
+                if result is None or not result.ok:
+                    await self.tell(Click(reply.team, reply.user, reply.channel, reply.ts, ""),
+                                    "I couldn't take this conversation over just now, so your reply was not sent. "
+                                    "Please try again in a minute.")
+                    return
+                await self.responder.post_handoff_card(session_id, who=session["user_id"],
+                                                       reason=f"taken over by {name or 'a teammate'}", key=trigger)
+            await email.reply_as_teammate(session_id, reply.text, author=name or "A teammate", key=reply.ts)
+            await self.store.add_message(session_id, session["tenant_id"], "assistant", reply.text, trigger,
+                                         {"teammate": reply.user})
+
     async def handback(self, team_id: str, user: str, session_id: str) -> str:
         """Return a conversation to Deskhand; the answer says what happened (for an ephemeral)."""
-        ref = parse_session_id(session_id)
-        if ref is None or ref.team != team_id:
+        session = await self._session_in(team_id, session_id)
+        if session is None:
             return NOT_HERE
+        session_id = session["id"]
         if not await self.directory.is_staff(team_id, user):
             await self.store.audit(team_id, user, "handback_refused", session_id)
             return "Only support teammates (approvers and admins) can hand a conversation back."

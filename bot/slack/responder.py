@@ -65,6 +65,11 @@ class SlackResponder:
         self._placeholders: OrderedDict[str, _Placeholder] = OrderedDict()
         self._wake = asyncio.Event()
         self._posting = asyncio.Semaphore(max_placeholders_in_flight)
+        self.mail_mirror = None  # a SlackMailMirror when email is mirrored (see bot/run.py)
+
+    def wake(self) -> None:
+        """Make the retrier look at the outbox now (something was queued)."""
+        self._wake.set()
 
     # -- placeholder -------------------------------------------------------------------------
     def acknowledge(self, envelope) -> None:
@@ -158,28 +163,36 @@ class SlackResponder:
         await self.store.pending_update_metadata(action_id, card_queued=True)
 
     async def post_handoff_card(self, session_id: str, *, who: str, reason: str, key: str) -> None:
-        ref = parse_session_id(session_id)
         session = await self.store.session_get(session_id)
-        if ref is None or session is None or session["metadata"].get(f"handoff_card:{key}"):
+        if session is None or session["metadata"].get(f"handoff_card:{key}"):
             return
-        support = self.settings.policy(ref.team).support_channel
-        team = self.teams.get(ref.team)
-        if not support or team is None or self.settings.policy(ref.team).shadow_mode:
+        team_id = session["tenant_id"]
+        support = self.settings.policy(team_id).support_channel
+        if not support or team_id not in self.teams or self.settings.policy(team_id).shadow_mode:
             log.warning("handoff_card_not_posted", session_id=session_id)
             return
+        if parse_session_id(session_id) is None and self.mail_mirror is not None:
+            # An email conversation: the card goes in its mirror thread.
+            await self.mail_mirror.handoff_card(team_id, session_id, who=who, reason=reason, key=key)
+            return
         text, blocks = await self.handoff_card(session_id, who=who, reason=reason)
-        await self.queue({"op": "post", "team": ref.team, "channel": support, "text": text, "blocks": blocks,
+        await self.queue({"op": "post", "team": team_id, "channel": support, "text": text, "blocks": blocks,
                           "record": {"session": session_id, "key": f"handoff_card:{key}"}},
                          session_id=session_id, key=f"handoff_card:{session_id}:{key}")
 
     async def handoff_card(self, session_id: str, *, who: str, reason: str) -> tuple[str, list[dict]]:
         """The handoff card for a conversation, with a redacted excerpt of its transcript."""
+        return bk.handoff_card(session_id=session_id, who=who, reason=reason,
+                               excerpt=await redacted_transcript(self.store, session_id),
+                               where=self.where(session_id, who))
+
+    def where(self, session_id: str, who: str) -> str:
+        """Where a conversation is, for a card: a link to its Slack thread, or its email thread."""
         ref = parse_session_id(session_id)
-        assert ref is not None
-        history = await self.store.history(session_id, 12)
-        excerpt = "\n".join(f"{'Customer' if h['role'] == 'user' else 'Deskhand'}: {h['text']}" for h in history)
-        return bk.handoff_card(session_id=session_id, who=who, reason=reason, excerpt=mask_pii(excerpt),
-                               where=self.teams[ref.team].where(ref.channel, ref.thread_ts, who))
+        if ref is None:
+            return bk.EMAIL_THREAD
+        team = self.teams.get(ref.team)
+        return team.where(ref.channel, ref.thread_ts, who) if team else "another workspace"
 
     # -- sending, and the outbox -------------------------------------------------------------
     async def send(self, payload: dict, *, session_id: str = "", inbox_id: str = "") -> str | None:
@@ -201,7 +214,12 @@ class SlackResponder:
     async def _perform(self, payload: dict) -> str:
         team = self.teams[payload["team"]]
         channel, text, blocks = payload["channel"], payload["text"], payload.get("blocks")
-        ts = None
+        ts, thread_ts = None, payload.get("thread_ts")
+        if payload.get("mirror_of"):  # a post in an email conversation's mirror thread
+            thread = await self.store.mirror_thread(payload["mirror_of"])
+            if thread is None:
+                raise KeyError("the mirror thread is not posted yet")  # retried after its first post
+            thread_ts = thread["thread_ts"]
         if payload["op"] == "update" and payload.get("ts"):
             try:
                 ts = await team.update(channel, payload["ts"], text, blocks)
@@ -209,13 +227,15 @@ class SlackResponder:
                 if exc.response.get("error") not in ("message_not_found", "cant_update_message"):
                     raise
         if ts is None:  # a post, or a placeholder that is gone
-            ts = await team.post(channel, text, blocks, thread_ts=payload.get("thread_ts"))
-        await self._record(payload.get("record"), channel, ts)
+            ts = await team.post(channel, text, blocks, thread_ts=thread_ts)
+        await self._record(payload.get("record"), payload["team"], channel, ts)
         return ts
 
-    async def _record(self, record: dict | None, channel: str, ts: str) -> None:
+    async def _record(self, record: dict | None, team: str, channel: str, ts: str) -> None:
         if not record:
             return
+        if "mirror" in record:
+            await self.store.mirror_record(record["mirror"], team, channel, ts)
         if "pending_card" in record:
             await self.store.pending_update_metadata(record["pending_card"], card_channel=channel, card_ts=ts)
         if "session" in record:
@@ -253,6 +273,12 @@ class SlackResponder:
                 await self.store.outbox_mark_sent(row["id"])
                 sent += 1
         return sent
+
+
+async def redacted_transcript(store, session_id: str, limit: int = 12) -> str:
+    """A conversation's last messages for a teammate's card, with PII masked."""
+    history = await store.history(session_id, limit)
+    return mask_pii("\n".join(f"{'Customer' if h['role'] == 'user' else 'Deskhand'}: {h['text']}" for h in history))
 
 
 def _describe(exc: BaseException) -> str:

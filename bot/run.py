@@ -1,0 +1,37 @@
+"""What `deskhand run` runs: the Slack app, with the mail bridge beside it when mail is on.
+
+    async with open_runtime(settings) as rt, run_deskhand(rt) as running:
+        ...  # Slack is connected; mail is received and sent; email threads are mirrored
+
+The order is the one each part's lifespan asks for: the mail bridge outside the Slack app
+(its receivers stop after Slack has closed, and the turn queue drains while replies can still
+be sent), and one `SlackMailMirror` between them, so that every email conversation is a
+thread in the tenant's support channel and a teammate's reply there goes out as email.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from bot.slack.app import SlackCredentials, SlackOptions, SlackSurface, serve
+from bot.slack.mail_mirror import SlackMailMirror
+from mailbridge.service import MailBridge, MailOptions, mail_lifespan
+
+
+@dataclass
+class Running:
+    slack: SlackSurface
+    mail: MailBridge | None  # None when the settings turn mail off
+
+
+@asynccontextmanager
+async def run_deskhand(runtime, *, credentials: list[SlackCredentials] | None = None,
+                       slack_options: SlackOptions | None = None,
+                       mail_options: MailOptions | None = None) -> AsyncIterator[Running]:
+    mirror = SlackMailMirror(runtime.store, runtime.settings)
+    async with mail_lifespan(runtime, mirror=mirror, options=mail_options) as bridge:
+        async with serve(runtime, credentials=credentials, options=slack_options,
+                         mail_mirror=mirror if bridge is not None else None) as slack:
+            yield Running(slack=slack, mail=bridge)
