@@ -52,7 +52,7 @@ def settings(tmp_path, emu, relay):
 async def deskhand(settings):
     async with open_runtime(settings, planner=rules()) as rt, \
             run_deskhand(rt, slack_options=FAST, mail_options=MAIL_OPTIONS) as running:
-        yield rt, running.mail
+        yield rt, running.mail, running.slack
 
 
 def in_thread(emu, root_ts: str) -> list[dict]:
@@ -78,7 +78,7 @@ async def turn_state(rt, message_id: str) -> str | None:
 
 
 async def test_an_email_conversation_is_a_thread_with_the_customers_message_and_the_reply(emu, settings, relay):
-    async with deskhand(settings) as (rt, bridge):
+    async with deskhand(settings) as (rt, bridge, _):
         await send(bridge, email("Where is order A-1042? Ada"))
         await relay.wait_for(1)
         root = await thread_root(emu)
@@ -97,7 +97,7 @@ async def test_an_email_conversation_is_a_thread_with_the_customers_message_and_
 
 
 async def test_a_teammates_reply_in_the_thread_is_the_email_reply_and_deskhand_stays_quiet(emu, settings, relay):
-    async with deskhand(settings) as (rt, bridge):
+    async with deskhand(settings) as (rt, bridge, _):
         await send(bridge, email("Where is order A-1042?"))
         await relay.wait_for(1)
         root = await thread_root(emu)
@@ -145,7 +145,7 @@ async def test_a_teammates_reply_in_the_thread_is_the_email_reply_and_deskhand_s
 
 
 async def test_a_refund_asked_by_email_is_decided_on_a_card_in_its_thread(emu, settings, relay):
-    async with deskhand(settings) as (rt, bridge):
+    async with deskhand(settings) as (rt, bridge, _):
         await send(bridge, email("I want a refund for A-1120", subject="Refund", mid="<r1@example.com>"))
         await relay.wait_for(1)
         root = await thread_root(emu)
@@ -175,7 +175,7 @@ async def test_a_refund_asked_by_email_is_decided_on_a_card_in_its_thread(emu, s
 
 
 async def test_take_over_from_the_thread_then_hand_back_with_the_slash_command(emu, settings, relay):
-    async with deskhand(settings) as (rt, bridge):
+    async with deskhand(settings) as (rt, bridge, slack):
         await send(bridge, email("Where is order A-1042?"))
         await relay.wait_for(1)
         root = await thread_root(emu)
@@ -187,15 +187,20 @@ async def test_take_over_from_the_thread_then_hand_back_with_the_slash_command(e
                                  in_reply_to="<q1@example.com>"))
         silent = await eventually(lambda: turn_state(rt, "<q2@example.com>"))
 
+        home = json.dumps(await slack.home.view(ACME))
+        await emu.push_slash_command(ACME, emu.slash_command(ACME, DAVE, SUPPORT, "handback"))
+        refused = await emu.wait_for_call("response_url")  # the one handed-off thread here, but not staff
         link = f"https://{emu.team.domain}.slack.com/archives/{SUPPORT}/p{root['ts'].replace('.', '')}"
         await emu.push_slash_command(ACME, emu.slash_command(ACME, BOB, SUPPORT, f"handback {link}"))
-        answer = await emu.wait_for_call("response_url")
+        answer = await emu.wait_for_call("response_url", count=2)
         back = await emu.wait_for_call("chat.update", lambda c: c.params["ts"] == card["ts"])
         status = (await rt.store.session_get(session))["status"]
 
     assert handed_off == HANDED_OFF and silent == "SILENT"
     assert len(relay.messages) == 1  # taking over does not email the customer; the silent turn neither
     assert "taken over by Dave" in section_texts(card["blocks"])[0]
+    assert "Only support teammates" in refused.params["text"]
+    assert "Open handoffs (1)" in home and "email from ada@example.com" in home
     assert "Handed back" in answer.params["text"] and status == "active"
     assert f"Handed back to Deskhand by <@{BOB}>" in section_texts(back.params["blocks"])[-1]
 
@@ -207,7 +212,7 @@ async def test_an_email_that_needs_a_person_arrives_handed_off_with_its_attachme
     msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = (
         "Ada <ada@example.com>", "support@deskhand.example", "Photo of the damage", "<p1@example.com>")
     msg.add_attachment(b"\x89PNG fake", maintype="image", subtype="png", filename="lamp.png")
-    async with deskhand(settings) as (rt, bridge):
+    async with deskhand(settings) as (rt, bridge, _):
         await send(bridge, msg.as_bytes())
         root = await thread_root(emu)
         shown = await thread_post(emu, root, "ada@example.com wrote")
@@ -223,7 +228,7 @@ async def test_an_email_that_needs_a_person_arrives_handed_off_with_its_attachme
 
 async def test_mail_that_arrives_while_slack_fails_is_mirrored_in_order_when_it_is_back(emu, settings, relay):
     emu.fail_next("chat.postMessage", error="fatal_error", times=2)  # not retried by the SDK itself
-    async with deskhand(settings) as (rt, bridge):
+    async with deskhand(settings) as (rt, bridge, _):
         await send(bridge, email("Where is order A-1042?"))
         await relay.wait_for(1)
         root = await thread_root(emu)

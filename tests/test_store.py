@@ -31,6 +31,7 @@ EXPECTED = {
     "feedback": {"id": int, "tenant_id": str, "session_id": str, "inbox_id": str, "user_id": str,
                  "value": str, "ts": str},
     "email_threads": {"key": str, "session_id": str, "tenant_id": str, "ts": str},
+    "mail_mirror": {"session_id": str, "tenant_id": str, "channel": str, "thread_ts": str, "ts": str},
     "_migrations": {"name": str, "applied_at": str},
 }
 

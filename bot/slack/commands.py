@@ -204,13 +204,20 @@ class SlashCommands:
         target = self._resolve(cmd, " ".join(args))
         if target is None:
             candidates = [s["id"] for s in await self.store.sessions_with_status(cmd.team, HANDED_OFF)
-                          if (ref := parse_session_id(s["id"])) and ref.channel == cmd.channel]
+                          if await self._thread_channel(s["id"]) == cmd.channel]
             if len(candidates) != 1:
                 found = "several handed-off threads" if candidates else "no handed-off thread"
                 return (f"I found {found} in this channel. Run `/deskhand handback <thread link>` "
                         "with the link of the thread (⋮ → Copy link).")
             target = candidates[0]
         return await self.ops.handback(cmd.team, cmd.user, target)
+
+    async def _thread_channel(self, session_id: str) -> str | None:
+        """The channel of a conversation's thread: its own, or its email mirror's."""
+        if ref := parse_session_id(session_id):
+            return ref.channel
+        mirror = await self.store.mirror_thread(session_id)
+        return mirror["channel"] if mirror else None
 
     @staticmethod
     def _resolve(cmd: Slash, arg: str) -> str | None:

@@ -38,12 +38,15 @@ class HomeTab:
             amount = action.args.get("amount")
             amount = f"{amount:.2f}" if isinstance(amount, (int, float)) else "?"
             pending.append({"summary": f"{escape(str(action.args.get('order_id', '?')))} · {amount} · "
-                                       f"requested by <@{action.requested_by}> · `{escape(action.id)}`"})
+                                       f"requested by {bk.person(action.requested_by)} · `{escape(action.id)}`"})
         handoffs = []
         for session in await self.store.sessions_with_status(team_id, HANDED_OFF):
             ref = parse_session_id(session["id"])
             if ref is not None:
                 handoffs.append({"summary": team.where(ref.channel, ref.thread_ts, session["user_id"])})
+            elif mirror := await self.store.mirror_thread(session["id"]):  # an email conversation
+                handoffs.append({"summary": f"email from {escape(session['user_id'])} in "
+                                            + team.where(mirror["channel"], mirror["thread_ts"], session["user_id"])})
         today = await self.store.activity_since(team_id, midnight_utc())
         return bk.home(kb=kb, pending=pending, handoffs=handoffs, today=today)
 
