@@ -22,7 +22,7 @@ from bot.contracts import BrainPlan, Citation
 from bot.runtime import open_runtime
 from bot.slack import blocks as bk
 from bot.slack.app import SlackCredentials, SlackOptions, serve
-from bot.slack.ids import message_id, session_id
+from bot.slack.ids import message_id, placeholder_key, session_id
 from bot.store import Store
 from slack_emulator import SlackEmulator, Workspace
 
@@ -268,6 +268,42 @@ async def test_a_turn_cut_short_finishes_after_a_restart_in_its_placeholder(emu,
 
     assert len(posts(emu, dm["channel"])) == 1
     assert answer.params["ts"] == posts(emu, dm["channel"])[0].response["ts"]
+
+
+async def test_a_placeholder_whose_ts_was_never_stored_is_still_replaced_after_a_restart(emu, settings):
+    class Stuck:
+        name = "stuck"
+
+        async def plan(self, context):
+            await asyncio.Event().wait()
+
+    dm = emu.dm(ACME, ALICE, "where is order A-1042?")
+    inbox_id = message_id(ACME, dm["channel"], dm["ts"])
+    running = asyncio.Event()
+
+    async def first_process():
+        async with deskhand(settings, planner=Stuck()) as (rt, slack):
+            await emu.push_event(ACME, dm)
+            await emu.wait_for_call("chat.postMessage")
+            await slack.jobs.idle()
+            # What a crash between posting the placeholder and storing its ts leaves behind.
+            await rt.store.session_update(session_id(ACME, dm["channel"], dm["ts"]),
+                                          **{placeholder_key(inbox_id): None})
+            running.set()
+            await asyncio.Event().wait()
+
+    crashed = asyncio.create_task(first_process())
+    await running.wait()
+    crashed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await crashed
+
+    async with deskhand(settings):  # resumes the unfinished turn at start-up
+        answer = await emu.wait_for_call("chat.update", answered(dm["channel"], "A-1042 has shipped"))
+
+    assert len(posts(emu, dm["channel"])) == 1  # no second message: the placeholder became the answer
+    assert answer.params["ts"] == posts(emu, dm["channel"])[0].response["ts"]
+    assert [m["text"] for m in emu.messages(dm["channel"]) if m.get("bot_id")] != [bk.PLACEHOLDER]
 
 
 async def test_an_answer_ready_before_its_placeholder_is_posted_instead_of_it(emu, settings):

@@ -114,7 +114,27 @@ class SlackResponder:
                 return None
             return await placeholder.posted
         session = await self.store.session_get(envelope.session_id) or {"metadata": {}}
-        return session["metadata"].get(placeholder_key(envelope.id)) or None
+        return session["metadata"].get(placeholder_key(envelope.id)) or await self._orphan_placeholder(envelope)
+
+    async def _orphan_placeholder(self, envelope) -> str | None:
+        """A turn this process did not start (a restart) and no placeholder ts stored: the
+        previous process may have stopped between posting the placeholder and storing its ts.
+        Look for Deskhand's placeholder after the message in its thread, so the answer
+        replaces it instead of leaving "Looking into it…" behind. One call, on resumed turns only."""
+        meta, team = envelope.metadata, self.teams.get(envelope.tenant_id)
+        if team is None or "message_ts" not in meta or self.settings.policy(envelope.tenant_id).shadow_mode:
+            return None
+        try:
+            response = await team.client.conversations_replies(
+                channel=meta["slack_channel"], ts=meta["thread_ts"], oldest=meta["message_ts"], limit=200)
+        except SEND_ERRORS as exc:
+            log.warning("placeholder_lookup_failed", inbox_id=envelope.id, error=_describe(exc))
+            return None
+        for message in response.get("messages") or []:
+            if (message.get("user") == team.bot_user_id and message.get("text") == bk.PLACEHOLDER
+                    and float(message["ts"]) > float(meta["message_ts"])):
+                return message["ts"]
+        return None
 
     # -- Responder protocol ------------------------------------------------------------------
     async def deliver(self, envelope, outcome) -> None:
