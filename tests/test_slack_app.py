@@ -7,6 +7,7 @@ of calls and acks, or on the orchestrator and the app's jobs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import threading
@@ -268,6 +269,21 @@ async def test_a_turn_cut_short_finishes_after_a_restart_in_its_placeholder(emu,
 
     assert len(posts(emu, dm["channel"])) == 1
     assert answer.params["ts"] == posts(emu, dm["channel"])[0].response["ts"]
+
+
+async def test_the_ack_does_not_wait_for_slack_to_say_who_the_user_is(emu, settings):
+    slow = emu.hold("users.info", lambda p: p.get("user") == ALICE)
+    async with open_runtime(settings, planner=rules()) as rt, \
+            serve(rt, options=dataclasses.replace(FAST, identity_timeout_s=60)):
+        dm = emu.dm(ACME, ALICE, "where are my orders?")
+        # Were users.info asked before the ack, the ack would wait on it (for up to 60 s).
+        assert await emu.wait_for_ack(await emu.push_event(ACME, dm)) is None
+        slow.set()
+        answer = await emu.wait_for_call("chat.update", answered(dm["channel"]))
+        stored = await rt.store.inbox_envelope(message_id(ACME, dm["channel"], dm["ts"]))
+
+    assert stored.metadata["verified_email"] == "ada@example.com"
+    assert "A-1042" in answer.params["text"]  # her orders, found by her verified email
 
 
 async def test_a_placeholder_whose_ts_was_never_stored_is_still_replaced_after_a_restart(emu, settings):

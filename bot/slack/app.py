@@ -61,6 +61,7 @@ class SlackOptions:
     rate_limit_retries: int = 3
     max_in_flight: int = 32  # Slack requests dispatched at once per workspace (the rest queue, in order)
     max_placeholders_in_flight: int = 32  # placeholder posts at once; acks come first
+    identity_timeout_s: float = 1.5  # users.info for a verified email, when a turn starts
 
 
 class IntakeHandler(AsyncSocketModeHandler):
@@ -164,7 +165,7 @@ async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
         responder = SlackResponder(teams=teams, store=runtime.store, settings=settings, jobs=jobs,
                                    outbox_retry_s=options.outbox_retry_s,
                                    max_placeholders_in_flight=options.max_placeholders_in_flight)
-        directory = Directory(teams, settings.policy)
+        directory = Directory(teams, settings.policy, lookup_timeout_s=options.identity_timeout_s)
         ops = SlackOps(runtime, responder, directory)
         slash = SlashCommands(runtime, responder, directory, ops, jobs, http,
                               progress_interval_s=options.progress_interval_s)
