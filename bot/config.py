@@ -54,6 +54,13 @@ class TenantPolicy(BaseModel):
         return self.allowed_tools is None or tool in self.allowed_tools
 
 
+class SlackTokens(BaseModel):
+    """One Slack app's tokens: the bot token (xoxb-) and the app-level token (xapp-)."""
+
+    bot_token: str
+    app_token: str
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DESKHAND_", env_file=".env", extra="ignore", populate_by_name=True
@@ -120,6 +127,9 @@ class Settings(BaseSettings):
     slack_app_token: str = Field(
         default="", validation_alias=AliasChoices("DESKHAND_SLACK_APP_TOKEN", "SLACK_APP_TOKEN")
     )
+    # More workspaces, one Slack app each (every app created from manifest.yml), as JSON:
+    # DESKHAND_SLACK_WORKSPACES='[{"bot_token": "xoxb-…", "app_token": "xapp-…"}]'.
+    slack_workspaces: list[SlackTokens] = Field(default_factory=list)
     slack_api_url: str = "https://slack.com/api/"
 
     # Mail bridge

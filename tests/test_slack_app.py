@@ -719,3 +719,50 @@ def test_deskhand_run_without_tokens_says_what_is_missing(tmp_path):
     assert "SLACK_BOT_TOKEN is not set" in result.output and "SLACK_APP_TOKEN is not set" in result.output
     assert "manifest.yml" in result.output and "docs/slack.md" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_deskhand_run_refuses_two_workspaces_sharing_an_app_token(monkeypatch):
+    from bot.cli import app
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
+    monkeypatch.setenv("DESKHAND_SLACK_WORKSPACES", '[{"bot_token": "xoxb-2", "app_token": "xapp-1"}, '
+                                                    '{"bot_token": "xoxp-3", "app_token": ""}]')
+    result = CliRunner().invoke(app, ["run"])
+
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "share an app-level token" in result.output
+    assert "DESKHAND_SLACK_WORKSPACES[1].bot_token must be a bot token" in result.output
+    assert "DESKHAND_SLACK_WORKSPACES[1].app_token is not set" in result.output
+
+
+async def test_deskhand_run_serves_every_configured_workspace(emu, settings, tmp_path):
+    """The real `deskhand run` process, connected to two workspaces (one Slack app each)."""
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    globex = emu.workspace(GLOBEX)
+    env = {**os.environ, "DESKHAND_HOME": str(tmp_path / "run-home"), "DESKHAND_KB_DIR": str(tmp_path / "no-kb"),
+           "DESKHAND_TENANTS_FILE": str(settings.tenants_file), "SLACK_BOT_TOKEN": emu.team.bot_token,
+           "SLACK_APP_TOKEN": emu.team.app_token, "DESKHAND_SLACK_API_URL": emu.api_url,
+           "DESKHAND_SLACK_WORKSPACES": json.dumps([{"bot_token": globex.bot_token, "app_token": globex.app_token}])}
+    err = tmp_path / "run.err"
+    with open(err, "wb") as errors:
+        proc = await asyncio.create_subprocess_exec(str(Path(sys.executable).with_name("deskhand")), "run", env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=errors)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 240)  # printed once connected
+        assert b"connected to Slack" in line, err.read_text()
+        acme_dm, globex_dm = emu.dm(ACME, ALICE, "where is order A-1042?"), emu.dm(GLOBEX, GINA, "hello")
+        await emu.push_event(ACME, acme_dm)
+        await emu.push_event(GLOBEX, globex_dm)
+        acme = await emu.wait_for_call("chat.update", answered(acme_dm["channel"], "A-1042"), timeout=60)
+        hello = await emu.wait_for_call("chat.update", answered(globex_dm["channel"]), timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 60)
+
+    assert code == 0, err.read_text()
+    assert (acme.team, hello.team) == (ACME, GLOBEX)  # each answered with its own bot token

@@ -91,17 +91,32 @@ class SlackSurface:
     handlers: list[IntakeHandler] = field(default_factory=list)
 
 
+def slack_credentials(settings) -> list[SlackCredentials]:
+    """Every workspace to connect: SLACK_BOT_TOKEN/SLACK_APP_TOKEN, then DESKHAND_SLACK_WORKSPACES."""
+    return [SlackCredentials(settings.slack_bot_token, settings.slack_app_token),
+            *(SlackCredentials(w.bot_token, w.app_token) for w in settings.slack_workspaces)]
+
+
 def missing_credentials(settings) -> list[str]:
     """What stops `deskhand run` from connecting to Slack, as readable lines (empty: nothing)."""
     problems = []
-    if not settings.slack_bot_token:
-        problems.append("SLACK_BOT_TOKEN is not set (the Bot User OAuth Token, xoxb-…).")
-    elif not settings.slack_bot_token.startswith("xoxb-"):
-        problems.append("SLACK_BOT_TOKEN must be a bot token starting with xoxb-.")
-    if not settings.slack_app_token:
-        problems.append("SLACK_APP_TOKEN is not set (an app-level token with connections:write, xapp-…).")
-    elif not settings.slack_app_token.startswith("xapp-"):
-        problems.append("SLACK_APP_TOKEN must be an app-level token starting with xapp-.")
+    for n, creds in enumerate(slack_credentials(settings)):
+        bot, app = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN") if n == 0 else (
+            f"DESKHAND_SLACK_WORKSPACES[{n - 1}].bot_token", f"DESKHAND_SLACK_WORKSPACES[{n - 1}].app_token")
+        if not creds.bot_token:
+            problems.append(f"{bot} is not set (the Bot User OAuth Token, xoxb-…).")
+        elif not creds.bot_token.startswith("xoxb-"):
+            problems.append(f"{bot} must be a bot token starting with xoxb-.")
+        if not creds.app_token:
+            problems.append(f"{app} is not set (an app-level token with connections:write, xapp-…).")
+        elif not creds.app_token.startswith("xapp-"):
+            problems.append(f"{app} must be an app-level token starting with xapp-.")
+    app_tokens = [c.app_token for c in slack_credentials(settings) if c.app_token]
+    if len(set(app_tokens)) != len(app_tokens):
+        # Slack spreads one app's events over all its sockets: a workspace's event could reach
+        # the connection that holds another workspace's bot token.
+        problems.append("Two workspaces share an app-level token: give each workspace its own Slack app "
+                        "(created from manifest.yml) and its own xapp- token.")
     return problems
 
 
@@ -152,7 +167,7 @@ async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
     support channel and its posts sent by this app's retrier."""
     settings = runtime.settings
     options = options or SlackOptions()
-    credentials = credentials or [SlackCredentials(settings.slack_bot_token, settings.slack_app_token)]
+    credentials = credentials or slack_credentials(settings)
     async with aiohttp.ClientSession() as http:
         pairs = []
         for creds in credentials:
