@@ -90,12 +90,13 @@ async def serve_app() -> None:
     """The app process for `--planner lookup`: `deskhand run`'s wiring with LookupPlanner."""
     from bot.config import load_settings
     from bot.logs import configure_logging
+    from bot.run import run_deskhand
     from bot.runtime import open_runtime
-    from bot.slack.app import serve, wait_for_shutdown
+    from bot.slack.app import wait_for_shutdown
 
     settings = load_settings()
     configure_logging(settings.log_level, log_file=settings.home / "deskhand.log")
-    async with open_runtime(settings, planner=LookupPlanner()) as rt, serve(rt):
+    async with open_runtime(settings, planner=LookupPlanner()) as rt, run_deskhand(rt):
         await wait_for_shutdown()
 
 

@@ -766,3 +766,14 @@ async def test_deskhand_run_serves_every_configured_workspace(emu, settings, tmp
 
     assert code == 0, err.read_text()
     assert (acme.team, hello.team) == (ACME, GLOBEX)  # each answered with its own bot token
+
+
+def test_the_web_client_logger_has_its_own_level_so_the_sdk_skips_debug_formatting():
+    import logging
+
+    from bot.slack.client import web_client
+
+    client = web_client("xoxb-1", "http://127.0.0.1:9/api/")  # no session: nothing to close
+
+    # slack_sdk formats every request's debug line when its logger's own level is NOTSET.
+    assert client.logger.level == logging.getLogger().getEffectiveLevel() != logging.NOTSET
