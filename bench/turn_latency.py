@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.brain.intents import DATA, load_examples  # noqa: E402
+from bot.brain.intents import load_examples  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.contracts import Channel, MessageEnvelope  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402

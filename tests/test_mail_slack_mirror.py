@@ -16,12 +16,11 @@ from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.run import run_deskhand
 from bot.runtime import open_runtime
 from bot.slack import blocks as bk
-from bot.slack.ids import session_id as slack_session_id
 from mailbridge.inbound import envelope_id
 from mailbridge.service import MailOptions
 from tests.test_mail_bridge import Relay, email, eventually, send
 from tests.test_slack_app import (  # noqa: F401 - `emu` is a fixture
-    ACME, BOB, CAROL, DAVE, FAST, GENERAL, INITIAL_REFUNDS, SUPPORT, TENANTS, action_ids, emu, ephemeral_to,
+    ACME, BOB, CAROL, DAVE, FAST, INITIAL_REFUNDS, SUPPORT, TENANTS, action_ids, emu, ephemeral_to,
     rules, section_texts,
 )
 

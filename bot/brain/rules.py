@@ -57,7 +57,6 @@ class RulesPlanner:
     def _plan_for(self, intent: str, confidence: float, context: PlanContext, order_id: str | None) -> BrainPlan:
         tools = policy.tools_for(intent, context.policy.intent_plans)
         allowed = [t for t in tools if t in context.tool_names() and context.policy.tool_allowed(t)]
-        text = context.text
         if intent in policy.NEEDS_ORDER_ID and not order_id:
             if intent in policy.ORDER_LOOKUP and context.verified_email and "get_order_status" in allowed:
                 return BrainPlan(intent=intent, confidence=confidence, steps=[
