@@ -175,11 +175,14 @@ async def open_runtime(settings: Settings | None = None, *, planner: Planner | N
         breakers=BreakerBoard(**breaker_args), **({"clock": clock} if clock else {}),
     )
     kb = open_kb(settings)
+    # A planner built here is closed here (the LLM planner's HTTP client); one passed in
+    # belongs to the caller.
+    built = None if planner is not None else build_planner(settings, registry)
     rt = Runtime(settings=settings, store=store, registry=registry, executor=executor,
                  orchestrator=None, shop=shop, kb=kb)  # type: ignore[arg-type]
     rt.orchestrator = Orchestrator(
         settings=settings, store=store, executor=executor,
-        planner=planner or build_planner(settings, registry), registry=registry,
+        planner=planner or built, registry=registry,
         backends_for=rt.backends_for, kb=kb,
     )
     try:
@@ -190,4 +193,6 @@ async def open_runtime(settings: Settings | None = None, *, planner: Planner | N
         await shop.close()
         if kb is not None and hasattr(kb, "close"):
             kb.close()
+        if built is not None and hasattr(built, "aclose"):
+            await built.aclose()
         store.close()

@@ -99,10 +99,8 @@ async def runtime(settings, registry=None):
     """`open_runtime` building its own planner (bot.runtime.build_planner → the LLM planner)."""
     async with open_runtime(settings, registry=registry) as rt:
         assert isinstance(rt.orchestrator.planner, LLMPlanner)
-        try:
-            yield rt
-        finally:
-            await rt.orchestrator.planner.aclose()
+        yield rt
+    assert rt.orchestrator.planner.openai.is_closed()  # open_runtime closes the planner it built
 
 
 def envelope(text: str, tenant: str = "T_DEMO", session: str = "s-1", **metadata) -> MessageEnvelope:
