@@ -123,3 +123,19 @@ def test_empty_query_and_unknown_tenant(demo):
     assert demo.search(TENANT, "   ") == []
     assert demo.search("T_NOBODY", "refunds") == []
     assert demo.is_available("T_NOBODY") is False
+
+
+async def test_a_kb_answer_quotes_the_section_that_matched(demo, tmp_path):
+    from bot.contracts import MessageEnvelope
+    from bot.runtime import open_runtime
+
+    async with open_runtime(Settings(home=tmp_path / "home", kb_dir=FIXTURES / "kb")) as rt:
+        rt.kb = rt.orchestrator.kb = demo
+        outcome = await rt.orchestrator.handle(MessageEnvelope(
+            tenant_id=TENANT, channel=Channel.slack_dm, user_id="U_ADA", session_id="s-kb",
+            text="how long is the password reset link valid?"))
+
+    assert "valid for 60 minutes" in outcome.reply
+    assert "The reset email did not arrive" not in outcome.reply  # the chunk's next section
+    assert not outcome.reply.lstrip().startswith("#")
+    assert outcome.citations[0].section == "Recovering your password > Forgot your password?"

@@ -69,7 +69,12 @@ def _kb_answer(result: ToolResult, floor: float) -> Draft | None:
     if not hits:
         return None
     best = hits[0]
-    passage = best["text"].strip()
+    # The section that matched, not the chunk's start (which may be another section), and
+    # without its Markdown heading lines: the citation names the section.
+    lines = (best.get("passage") or best["text"]).strip().splitlines()
+    while lines and (lines[0].lstrip().startswith("#") or not lines[0].strip()):
+        lines.pop(0)
+    passage = "\n".join(lines).strip() or best["text"].strip()
     if len(passage) > 700:
         cut = passage[:700]
         passage = cut[: cut.rfind(". ") + 1] if ". " in cut else cut + "…"

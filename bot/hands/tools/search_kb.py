@@ -19,7 +19,8 @@ class SearchKbArgs(BaseModel):
 
 class KbHit(BaseModel):
     citation: Citation
-    text: str
+    text: str  # the whole chunk, for grounding a model's answer
+    passage: str = ""  # the part of it that matched best: what a short answer quotes
     score: float
     relevance: float
 
@@ -36,7 +37,8 @@ async def search_kb(ctx: HandContext, args: SearchKbArgs) -> KbResults:
         raise KBUnavailable("the knowledge base is empty or stale")
     hits = await asyncio.to_thread(kb.search, ctx.tenant_id, args.query, ctx.channel, args.top_k)
     return KbResults(hits=[
-        KbHit(citation=h.citation, text=h.text, score=h.score, relevance=h.relevance) for h in hits
+        KbHit(citation=h.citation, text=h.text, passage=h.passage, score=h.score, relevance=h.relevance)
+        for h in hits
     ])
 
 
