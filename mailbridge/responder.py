@@ -14,6 +14,8 @@ is recorded in `email_threads`, so the customer's reply to it continues the same
 Each message has an idempotency key (the inbox id it answers, the notice, the teammate's
 message) from which its Message-ID is derived. A turn that is delivered again after a crash
 builds the same message and the outbox keeps one copy: one reply per customer message.
+A reply whose conversation a teammate took over while the turn ran is not sent (the team
+is told in the mirror).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 from typing import Any
 
 from bot.contracts import Citation, MessageEnvelope
+from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
 from mailbridge.mirror import MailMirror
 from mailbridge.outbox import Outbox, OutboxItem, build_reply, text_to_html
@@ -83,6 +86,14 @@ class EmailResponder:
     async def deliver(self, envelope: MessageEnvelope, outcome) -> None:
         if outcome.reply is None or envelope.metadata.get("disposition", "answer") != "answer":
             return  # held and unanswerable mail never gets an automatic reply
+        if outcome.state != "HANDED_OFF" and await self._taken_over(envelope.session_id):
+            # A teammate took the conversation over while this turn ran: theirs is the answer.
+            log.info("mail_reply_withheld", inbox_id=envelope.id, session_id=envelope.session_id)
+            await self._call_mirror("team_notice", self.mirror.team_notice(
+                envelope.tenant_id, "Deskhand's answer to this email was not sent: a teammate took the "
+                "conversation over while it was being written.", session_id=envelope.session_id,
+                inbox_id=envelope.id))
+            return
         signature = self._signature(envelope.tenant_id)
         await self._queue(
             envelope,
@@ -95,6 +106,10 @@ class EmailResponder:
             mirror_info={"pending_action_id": outcome.pending_action_id,
                          "handed_off": outcome.state == "HANDED_OFF"},
         )
+
+    async def _taken_over(self, session_id: str) -> bool:
+        session = await self.store.session_get(session_id)
+        return session is not None and session["status"] == HANDED_OFF
 
     async def notify(self, session: dict, text: str, **info: Any) -> None:
         parent = await self.store.inbox_latest(session["id"], "email")

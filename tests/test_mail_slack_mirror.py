@@ -6,6 +6,7 @@ emulator recorded, messages at the relay, rows in SQLite.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextlib import asynccontextmanager
 
@@ -48,8 +49,8 @@ def settings(tmp_path, emu, relay):
 
 
 @asynccontextmanager
-async def deskhand(settings):
-    async with open_runtime(settings, planner=rules()) as rt, \
+async def deskhand(settings, planner=None):
+    async with open_runtime(settings, planner=planner or rules()) as rt, \
             run_deskhand(rt, slack_options=FAST, mail_options=MAIL_OPTIONS) as running:
         yield rt, running.mail, running.slack
 
@@ -241,7 +242,6 @@ async def test_mail_that_arrives_while_slack_fails_is_mirrored_in_order_when_it_
 
 async def test_deskhand_run_receives_mail_and_mirrors_it(emu, settings, relay, tmp_path):
     """The real `deskhand run` process: Slack over Socket Mode and the mail bridge together."""
-    import asyncio
     import os
     import re
     import signal
@@ -276,3 +276,34 @@ async def test_deskhand_run_receives_mail_and_mirrors_it(emu, settings, relay, t
 
     assert code == 0, err.read_text()
     assert relay.parsed(0)["In-Reply-To"] == "<q1@example.com>"
+
+
+async def test_a_reply_still_being_written_when_a_teammate_takes_over_is_not_sent(emu, settings, relay):
+    class Slow:
+        """The rules planner, once it is let go: the turn is in flight until then."""
+
+        name = "slow"
+
+        def __init__(self):
+            self.started, self.go = asyncio.Event(), asyncio.Event()
+
+        async def plan(self, context):
+            self.started.set()
+            await self.go.wait()
+            return await rules().plan(context)
+
+    planner = Slow()
+    async with deskhand(settings, planner=planner) as (rt, bridge, _):
+        await send(bridge, email("Where is order A-1042?"))
+        root = await thread_root(emu)
+        await planner.started.wait()
+        reply = emu.thread_reply(ACME, DAVE, SUPPORT, root["ts"], "Hi Ada, I'm on it.")
+        await emu.wait_for_ack(await emu.push_event(ACME, reply))
+        await relay.wait_for(1)
+        planner.go.set()
+        state = await eventually(lambda: turn_state(rt, "<q1@example.com>"))
+        told = await thread_post(emu, root, "was not sent")
+
+    assert state == "DONE" and len(relay.messages) == 1  # the teammate's email only
+    assert "I'm on it." in relay.parsed(0).get_body(("plain",)).get_content()
+    assert "Deskhand replied" not in str(in_thread(emu, root["ts"])) and told
