@@ -19,22 +19,13 @@ from bot.runtime import open_runtime
 from bot.slack import blocks as bk
 from mailbridge.inbound import envelope_id
 from mailbridge.service import MailOptions
-from tests.test_mail_bridge import Relay, email, eventually, send
+from tests.test_mail_bridge import email, eventually, relay, send  # noqa: F401 - `relay` is a fixture
 from tests.test_slack_app import (  # noqa: F401 - `emu` is a fixture
     ACME, BOB, CAROL, DAVE, FAST, INITIAL_REFUNDS, SUPPORT, TENANTS, action_ids, emu, ephemeral_to,
     rules, section_texts,
 )
 
 MAIL_OPTIONS = MailOptions(outbox_base_delay_s=0.05, outbox_max_delay_s=0.2, outbox_poll_s=0.05)
-
-
-@pytest.fixture
-async def relay():
-    relay = await Relay().start()
-    try:
-        yield relay
-    finally:
-        await relay.stop()
 
 
 @pytest.fixture

@@ -240,21 +240,27 @@ async def test_a_redelivery_after_a_restart_gets_no_second_reply(emu, settings):
     assert inbox == 1
 
 
-async def test_a_turn_cut_short_finishes_after_a_restart_in_its_placeholder(emu, settings):
-    class Stuck:
-        name = "stuck"
+class Stuck:
+    """A planner that never returns: the turn is cut short when the process stops."""
 
-        async def plan(self, context):
-            await asyncio.Event().wait()
+    name = "stuck"
 
-    dm = emu.dm(ACME, ALICE, "where is order A-1042?")
+    async def plan(self, context):
+        await asyncio.Event().wait()
+
+
+async def stop_mid_turn(emu, settings, dm, before_stop=None) -> None:
+    """Run a Deskhand that takes `dm`, posts its placeholder, and stops with the turn
+    unfinished (cancelled, like a killed process); `before_stop(rt)` runs just before."""
     running = asyncio.Event()
 
     async def first_process():
-        async with deskhand(settings, planner=Stuck()) as (_, slack):
+        async with deskhand(settings, planner=Stuck()) as (rt, slack):
             await emu.push_event(ACME, dm)
             await emu.wait_for_call("chat.postMessage")
             await slack.jobs.idle()  # the placeholder's ts is stored
+            if before_stop is not None:
+                await before_stop(rt)
             running.set()
             await asyncio.Event().wait()
 
@@ -263,6 +269,11 @@ async def test_a_turn_cut_short_finishes_after_a_restart_in_its_placeholder(emu,
     crashed.cancel()
     with pytest.raises(asyncio.CancelledError):
         await crashed
+
+
+async def test_a_turn_cut_short_finishes_after_a_restart_in_its_placeholder(emu, settings):
+    dm = emu.dm(ACME, ALICE, "where is order A-1042?")
+    await stop_mid_turn(emu, settings, dm)
 
     async with deskhand(settings):  # resumes the unfinished turn at start-up
         answer = await emu.wait_for_call("chat.update", answered(dm["channel"], "A-1042 has shipped"))
@@ -287,32 +298,13 @@ async def test_the_ack_does_not_wait_for_slack_to_say_who_the_user_is(emu, setti
 
 
 async def test_a_placeholder_whose_ts_was_never_stored_is_still_replaced_after_a_restart(emu, settings):
-    class Stuck:
-        name = "stuck"
-
-        async def plan(self, context):
-            await asyncio.Event().wait()
-
     dm = emu.dm(ACME, ALICE, "where is order A-1042?")
-    inbox_id = message_id(ACME, dm["channel"], dm["ts"])
-    running = asyncio.Event()
 
-    async def first_process():
-        async with deskhand(settings, planner=Stuck()) as (rt, slack):
-            await emu.push_event(ACME, dm)
-            await emu.wait_for_call("chat.postMessage")
-            await slack.jobs.idle()
-            # What a crash between posting the placeholder and storing its ts leaves behind.
-            await rt.store.session_update(session_id(ACME, dm["channel"], dm["ts"]),
-                                          **{placeholder_key(inbox_id): None})
-            running.set()
-            await asyncio.Event().wait()
+    async def forget_the_placeholder(rt):  # what a crash between posting it and storing its ts leaves
+        await rt.store.session_update(session_id(ACME, dm["channel"], dm["ts"]),
+                                      **{placeholder_key(message_id(ACME, dm["channel"], dm["ts"])): None})
 
-    crashed = asyncio.create_task(first_process())
-    await running.wait()
-    crashed.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await crashed
+    await stop_mid_turn(emu, settings, dm, before_stop=forget_the_placeholder)
 
     async with deskhand(settings):  # resumes the unfinished turn at start-up
         answer = await emu.wait_for_call("chat.update", answered(dm["channel"], "A-1042 has shipped"))
