@@ -298,3 +298,20 @@ async def test_a_reply_still_being_written_when_a_teammate_takes_over_is_not_sen
     assert state == "DONE" and len(relay.messages) == 1  # the teammate's email only
     assert "I'm on it." in relay.parsed(0).get_body(("plain",)).get_content()
     assert "Deskhand replied" not in str(in_thread(emu, root["ts"])) and told
+
+
+async def test_automatic_mail_opens_no_thread_but_shows_in_an_existing_one(emu, settings, relay):
+    away = {"Auto-Submitted": "auto-replied"}
+    async with deskhand(settings) as (rt, bridge, _):
+        await send(bridge, email("I am out of the office.", subject="Out of office", mid="<ooo1@example.com>",
+                                 headers=away))
+        await send(bridge, email("Where is order A-1042?"))
+        root = await thread_root(emu)
+        await thread_post(emu, root, "Deskhand replied")
+        await send(bridge, email("I am out of the office.", subject="Re: Where is my lamp?", mid="<ooo2@example.com>",
+                                 in_reply_to="<q1@example.com>", headers=away))
+        shown = await thread_post(emu, root, "out of the office")
+        roots = [c for c in emu.calls_to("chat.postMessage") if "Email from" in c.params["text"]]
+
+    assert len(roots) == 1 and "Where is my lamp?" in roots[0].params["text"]
+    assert "auto_submitted" in str(shown["blocks"]) and len(relay.messages) == 1

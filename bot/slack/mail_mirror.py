@@ -3,7 +3,8 @@
 The mail bridge calls it through its `MailMirror` seam (mailbridge/mirror.py):
 - `inbound`: the customer's email, posted in the conversation's thread. The thread's first
   post (subject, customer, a "Take over" button) is queued before anything else of it. Mail
-  the bridge hands straight to a person also gets the handoff card;
+  the bridge hands straight to a person also gets the handoff card. Held mail (auto-replies,
+  lists) shows only in a conversation that already has a thread: it never opens one;
 - `outbound`: what went out by email: Deskhand's reply, followed by the approval card when
   the reply proposes a refund and by the handoff card when it handed the conversation to a
   person; a notice (an approval's outcome); a teammate's reply, confirmed;
@@ -45,6 +46,8 @@ class SlackMailMirror:
 
     # -- MailMirror ----------------------------------------------------------------------------
     async def inbound(self, envelope: MessageEnvelope, *, disposition: str) -> None:
+        if disposition == "held" and await self.store.mirror_thread(envelope.session_id) is None:
+            return  # auto-replies and list mail open no thread; in a conversation's thread they show
         meta = envelope.metadata
         flags = [f for f in meta.get("flags", []) if f != "no_message_id"]
         text, blocks = bk.mail_in(customer=envelope.user_id, text=envelope.text, flags=flags,
