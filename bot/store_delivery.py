@@ -58,6 +58,15 @@ class DeliveryTables:
     def mirror_thread(self, session_id: str) -> dict | None:
         return self._row("SELECT * FROM mail_mirror WHERE session_id = ?", [session_id])
 
+    def thread_owner(self, session_id: str, tenant_id: str, channel: str, thread_ts: str) -> tuple[bool, str | None]:
+        """For a Slack thread, in one query: whether it is a Deskhand conversation (session
+        `session_id` exists), and the email session it mirrors, if any."""
+        known, mirrored = self.db.execute(
+            "SELECT EXISTS(SELECT 1 FROM sessions WHERE id = ?), (SELECT session_id FROM mail_mirror"
+            " WHERE tenant_id = ? AND channel = ? AND thread_ts = ?)",
+            [session_id, tenant_id, channel, thread_ts]).fetchone()
+        return bool(known), mirrored
+
     def mirror_session(self, tenant_id: str, channel: str, thread_ts: str) -> str | None:
         """The email session a Slack thread mirrors, if it mirrors one."""
         row = self.db.execute(

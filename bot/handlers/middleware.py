@@ -97,13 +97,12 @@ class ToEnvelope(AsyncMiddleware):
         thread_ts = event.get("thread_ts") or event["ts"]
         in_thread = thread_ts != event["ts"]
         direct = event.get("channel_type") == "im" or channel.startswith("D")
-        known = None
+        known = False
         if not direct and in_thread:
-            known = await store.session_get(session_id(team, channel, thread_ts))
-            # Not a thread Deskhand answers in? It may mirror an email conversation: then a
-            # teammate's message there is their reply to the customer.
-            mirrored = None if known else await store.mirror_session(team, channel, thread_ts)
-            if mirrored is not None:
+            # A thread Deskhand answers in, or one mirroring an email conversation (a teammate's
+            # message there is their reply to the customer)? One store call says which.
+            known, mirrored = await store.thread_owner(session_id(team, channel, thread_ts), team, channel, thread_ts)
+            if not known and mirrored is not None:
                 if event["type"] == "app_mention" or event.get("user_team", team) != team:
                     return await context.ack()  # its `message` copy is the one that counts
                 context["mail_reply"] = teammate_reply(event, team, mirrored, context.bot_user_id)
@@ -112,7 +111,7 @@ class ToEnvelope(AsyncMiddleware):
             # A plain channel message: answered only as a reply in a thread Deskhand is part
             # of. One that mentions Deskhand is answered through its app_mention copy instead.
             mentions_bot = f"<@{context.bot_user_id}>" in (event.get("text") or "")
-            if not in_thread or mentions_bot or known is None:
+            if not in_thread or mentions_bot or not known:
                 return await context.ack()
         context["envelope"] = envelope_from_event(team, event, bot_user_id=context.bot_user_id)
         return await next()

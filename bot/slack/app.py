@@ -99,8 +99,8 @@ def slack_credentials(settings) -> list[SlackCredentials]:
 
 def missing_credentials(settings) -> list[str]:
     """What stops `deskhand run` from connecting to Slack, as readable lines (empty: nothing)."""
-    problems = []
-    for n, creds in enumerate(slack_credentials(settings)):
+    problems, credentials = [], slack_credentials(settings)
+    for n, creds in enumerate(credentials):
         bot, app = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN") if n == 0 else (
             f"DESKHAND_SLACK_WORKSPACES[{n - 1}].bot_token", f"DESKHAND_SLACK_WORKSPACES[{n - 1}].app_token")
         if not creds.bot_token:
@@ -111,7 +111,7 @@ def missing_credentials(settings) -> list[str]:
             problems.append(f"{app} is not set (an app-level token with connections:write, xapp-…).")
         elif not creds.app_token.startswith("xapp-"):
             problems.append(f"{app} must be an app-level token starting with xapp-.")
-    app_tokens = [c.app_token for c in slack_credentials(settings) if c.app_token]
+    app_tokens = [c.app_token for c in credentials if c.app_token]
     if len(set(app_tokens)) != len(app_tokens):
         # Slack spreads one app's events over all its sockets: a workspace's event could reach
         # the connection that holds another workspace's bot token.

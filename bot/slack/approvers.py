@@ -1,8 +1,8 @@
 """Who people are, per workspace: verified emails, approvers, staff. Cached briefly.
 
 - A user's email and name come from `users.info` (the email is the profile email Slack has
-  verified); they are cached for ten minutes and looked up with a short timeout when a turn starts (never before the
-  ack), so a slow Slack delays an answer by at most that timeout.
+  verified); they are cached for ten minutes and looked up with a short timeout when a turn
+  starts (never before the ack), so a slow Slack delays an answer by at most that timeout.
 - Approvers are the tenant's configured user IDs plus the members of its approver user group
   (`usergroups.users.list`, cached for a minute). Any failure to ask Slack counts as "no".
 - Staff (who may hand a conversation back) are approvers and admins.

@@ -51,6 +51,10 @@ class Click:
     action_ts: str = ""
 
 
+def taken_over_by(name: str | None) -> str:
+    return f"taken over by {name or 'a teammate'}"
+
+
 class SlackOps:
     def __init__(self, runtime, responder: SlackResponder, directory: Directory):
         self.runtime = runtime
@@ -137,28 +141,25 @@ class SlackOps:
             if result.cached:  # a redelivered click: already done
                 return
             if parse_session_id(session_id) is None:  # an email: a teammate took it over from Slack
+                name = await self.directory.name(click.team, click.user)
                 await self.responder.post_handoff_card(session_id, who=session["user_id"],
-                                                       reason=await self._taken_over_by(click.team, click.user),
-                                                       key=trigger)
+                                                       reason=taken_over_by(name), key=trigger)
                 return
             await self.runtime.orchestrator.notify(session_id, HANDED_OFF_REPLY, handoff=True)
             await self.responder.post_handoff_card(session_id, who=click.user, reason="asked for a human",
                                                    key=trigger)
-
-    async def _taken_over_by(self, team_id: str, user: str) -> str:
-        return f"taken over by {await self.directory.name(team_id, user) or 'a teammate'}"
 
     async def teammate_reply(self, reply: TeammateReply) -> None:
         """A teammate answered an email conversation in its Slack thread: the conversation is
         theirs (Deskhand stays quiet until it is handed back) and their words go to the
         customer as an email reply. Runs before the ack, so a crash means Slack delivers the
         message again; every step is keyed by the message, so it is emailed once."""
-        email = self.runtime.orchestrator.responders.get("email")
         if reply.note or not reply.text:
             return
+        author = Click(reply.team, reply.user, reply.channel, reply.ts, "")  # for ephemeral answers
+        email = self.runtime.orchestrator.responders.get("email")
         if email is None:
-            await self.tell(Click(reply.team, reply.user, reply.channel, reply.ts, ""),
-                            "Email is not connected in this Deskhand just now, so that reply was not sent.")
+            await self.tell(author, "Email is not connected in this Deskhand just now, so that reply was not sent.")
             return
         session_id = reply.session_id
         async with self._lock(session_id):
@@ -168,15 +169,13 @@ class SlackOps:
             name = await self.directory.name(reply.team, reply.user)
             trigger = f"mail-reply:{reply.channel}:{reply.ts}"
             if session["status"] != HANDED_OFF:
-                result = await self.runtime.hand_off(session_id, reply.user, f"taken over by {name or 'a teammate'}",
-                                                     trigger)
+                result = await self.runtime.hand_off(session_id, reply.user, taken_over_by(name), trigger)
                 if result is None or not result.ok:
-                    await self.tell(Click(reply.team, reply.user, reply.channel, reply.ts, ""),
-                                    "I couldn't take this conversation over just now, so your reply was not sent. "
-                                    "Please try again in a minute.")
+                    await self.tell(author, "I couldn't take this conversation over just now, so your reply was "
+                                            "not sent. Please try again in a minute.")
                     return
                 await self.responder.post_handoff_card(session_id, who=session["user_id"],
-                                                       reason=f"taken over by {name or 'a teammate'}", key=trigger)
+                                                       reason=taken_over_by(name), key=trigger)
             await email.reply_as_teammate(session_id, reply.text, author=name or "A teammate", key=reply.ts)
             await self.store.add_message(session_id, session["tenant_id"], "assistant", reply.text, trigger,
                                          {"teammate": reply.user})
