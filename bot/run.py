@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from bot.schedule import scheduled
 from bot.slack.app import SlackCredentials, SlackOptions, SlackSurface, serve
 from bot.slack.mail_mirror import SlackMailMirror
 from mailbridge.service import MailBridge, MailOptions, mail_lifespan
@@ -34,4 +35,5 @@ async def run_deskhand(runtime, *, credentials: list[SlackCredentials] | None = 
     async with mail_lifespan(runtime, mirror=mirror, options=mail_options) as bridge:
         async with serve(runtime, credentials=credentials, options=slack_options,
                          mail_mirror=mirror if bridge is not None else None) as slack:
-            yield Running(slack=slack, mail=bridge)
+            async with scheduled(runtime, slack=slack):
+                yield Running(slack=slack, mail=bridge)
