@@ -169,6 +169,7 @@ def run() -> None:
 async def _serve(settings) -> int:
     from slack_sdk.errors import SlackApiError
 
+    from bot.check import log_checks
     from bot.run import run_deskhand
     from bot.runtime import open_runtime
     from bot.slack.app import wait_for_shutdown
@@ -176,6 +177,9 @@ async def _serve(settings) -> int:
     try:
         async with open_runtime(settings) as rt, run_deskhand(rt) as running:
             console.print("[bold]Deskhand[/] is connected to Slack. Press Ctrl-C to stop.")
+            startup_check = asyncio.create_task(log_checks(settings, rt.kb))  # noqa: F841 - held; logged, not fatal
+            if running.ops is not None:
+                console.print(f"Ops: {running.ops.url}/healthz, /readyz and /metrics.")
             if running.mail is not None:
                 where = f" on {settings.smtp_host}:{running.mail.smtp_port}" if running.mail.smtp_port else ""
                 console.print(f"Mail: receiving{where}"
@@ -187,6 +191,21 @@ async def _serve(settings) -> int:
                    "SLACK_BOT_TOKEN and SLACK_APP_TOKEN (docs/slack.md).", err=True)
         return 1
     return 0
+
+
+@app.command()
+def check() -> None:
+    """Validate the configuration and probe every configured part: Slack (auth, scopes, support
+    channels), the mail relay and IMAP, the LLM, the encoder and KB, the store. Exits 1 on any ✗.
+
+    Example:  deskhand check
+    """
+    from bot.check import all_ok, render_table, run_checks
+
+    settings = _settings()
+    results = _run(run_checks(settings))
+    typer.echo(render_table(results))
+    raise typer.Exit(0 if all_ok(results) else 1)
 
 
 @app.command()
@@ -222,12 +241,14 @@ def plan_cmd(
     from bot.brain.base import PlanContext
     from bot.hands.registry import default_registry
     from bot.runtime import build_planner
+    from bot.utf8 import decode_bytes
 
     settings = _settings()
     registry = default_registry()
     planner = build_planner(settings, registry)
     tenant_id = tenant or settings.default_tenant
-    lines = (file.read_text() if file else sys.stdin.read()).splitlines()
+    # Bytes, not text: a line that is not UTF-8 is repaired and flagged, not a crash (bot/utf8.py).
+    lines = decode_bytes(file.read_bytes() if file else sys.stdin.buffer.read()).splitlines()
 
     async def main() -> None:
         for i, line in enumerate(lines, 1):
@@ -384,6 +405,7 @@ def _mount_optional(name: str, module: str, attr: str) -> None:
 
 
 _mount_optional("kb", "kb_loader.cli", "kb_app")
+_mount_optional("dlq", "bot.dlq_cli", "dlq_app")
 
 from mailbridge.cli import mail_app  # noqa: E402
 
@@ -395,4 +417,10 @@ app.command("report")(report)
 
 
 def main() -> None:
-    app()
+    from bot.config_errors import ConfigError
+
+    try:
+        app()
+    except ConfigError as exc:  # every command validates the config first (bot/config.py)
+        typer.echo(f"deskhand: config error: {exc}", err=True)
+        raise SystemExit(2) from None

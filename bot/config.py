@@ -11,9 +11,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.config_errors import ConfigError, load_tenants, settings_error
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT_ROOT / "fixtures"
@@ -23,6 +24,7 @@ DEFAULT_TENANT = "T_DEMO"
 class HttpBackendConfig(BaseModel):
     """A team's own shop/helpdesk API (see bot/hands/backends/http.py)."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a default
     base_url: str
     token: str = ""
     timeout_s: float = 5.0
@@ -31,6 +33,7 @@ class HttpBackendConfig(BaseModel):
 class TenantPolicy(BaseModel):
     """Per-team policy. The tenant is the Slack team_id or the mailbox's configured tenant."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a default
     name: str = ""
     support_channel: str = ""
     approvers: list[str] = Field(default_factory=list)
@@ -39,7 +42,11 @@ class TenantPolicy(BaseModel):
     # None means every registered tool; otherwise an allow-list.
     allowed_tools: list[str] | None = None
     forbidden_tools: list[str] = Field(default_factory=list)
+    # Shadow mode (bot/shadow.py `is_shadow`): plan and record, never act or post. True means
+    # every surface; `shadow_channels` puts only some surfaces in shadow (live in Slack,
+    # shadow on email: `shadow_channels: [email]`).
     shadow_mode: bool = False
+    shadow_channels: list[Literal["slack", "email", "cli", "web"]] = Field(default_factory=list)
     # Whether raw PII (emails, phone numbers) may go to a third-party model.
     allow_pii_to_model: bool = False
     # Overrides of the default intent -> tools mapping (DESIGN §4).
@@ -47,6 +54,13 @@ class TenantPolicy(BaseModel):
     # Senders whose forwarded mail is attributed to the original sender.
     trusted_forwarders: list[str] = Field(default_factory=list)
     backend: HttpBackendConfig | None = None
+    # The tenant's own help-article folder; a relative path is resolved against the tenants
+    # file's folder (bot/kb_status.py `kb_folder`). None: DESKHAND_KB_DIR.
+    kb_dir: Path | None = None
+    # Timers (bot/timers.py): a pending refund expires after this many hours; a handoff nobody
+    # answered within this many minutes pings the support channel (0: never).
+    pending_ttl_hours: float = Field(default=72.0, gt=0)
+    handoff_sla_minutes: float = Field(default=30.0, ge=0)
 
     def tool_allowed(self, tool: str) -> bool:
         if tool in self.forbidden_tools:
@@ -57,6 +71,7 @@ class TenantPolicy(BaseModel):
 class SlackTokens(BaseModel):
     """One Slack app's tokens: the bot token (xoxb-) and the app-level token (xapp-)."""
 
+    model_config = ConfigDict(extra="forbid")
     bot_token: str
     app_token: str
 
@@ -92,14 +107,28 @@ class Settings(BaseSettings):
     # Turns run at once. A turn mostly waits (Slack, the shop, the store thread), so this is
     # well above the core count; turns of one conversation still run one at a time.
     workers: int = 32
+    # A turn started this many times without finishing (each crash counts) is not started
+    # again: it is dead-lettered, with the safe reply and a ticket (bot/dead_letters.py).
+    turn_max_attempts: int = Field(default=3, ge=1)
+
+    # Slack DMs (bot/conversations.py): a top-level DM message continues the person's latest
+    # case there when it is open and had a message at most this many minutes ago, or ...
+    dm_case_window_minutes: float = Field(default=30.0, ge=0)
+    # ... up to this many hours when the bot asked them a question or a teammate has it.
+    dm_question_window_hours: float = Field(default=24.0, ge=0)
 
     # Knowledge base
     kb_dir: Path = FIXTURES / "kb"
-    kb_reload_minutes: float = 60.0
+    kb_reload_minutes: float = Field(default=60.0, gt=0)  # the scheduled incremental reload
     kb_stale_hours: float = 24.0 * 7
     kb_encoder: Literal["minilm", "folder", "openai"] = "minilm"
     kb_encoder_path: Path | None = None
     kb_relevance_floor: float = 0.3
+    # The nightly golden eval in `deskhand run` (bot/kb_lifecycle.py), a crontab line in UTC.
+    eval_cron: str = "0 3 * * *"
+
+    # Timers: how often refund expiries and handoff SLAs are checked (also once at start).
+    timers_interval_s: float = Field(default=60.0, gt=0)
 
     # LLM planner (any OpenAI-compatible server)
     openai_base_url: str = Field(
@@ -131,6 +160,20 @@ class Settings(BaseSettings):
     # DESKHAND_SLACK_WORKSPACES='[{"bot_token": "xoxb-…", "app_token": "xapp-…"}]'.
     slack_workspaces: list[SlackTokens] = Field(default_factory=list)
     slack_api_url: str = "https://slack.com/api/"
+    # Socket Mode keepalive: a dropped socket is noticed and replaced within about this long.
+    slack_ping_interval_s: float = Field(default=10.0, gt=0)
+
+    # Ops endpoints of `deskhand run` (/healthz, /readyz, /metrics; docs/operations.md).
+    # Port 0 takes a free port; the bound port is written to <home>/ops.port either way.
+    ops_enabled: bool = True
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=9469, ge=0, le=65535)
+    # What /readyz requires to say 200; the other checks are reported ("degraded") only.
+    ops_ready_requires: list[Literal["slack", "store", "kb", "model", "breakers"]] = Field(
+        default_factory=lambda: ["slack", "store"])
+    ops_model_probe_s: float = Field(default=60.0, gt=0)  # how often /readyz's model probe refreshes
+    # `deskhand check` (bot/check.py): how long each probe may take before it counts as a ✗.
+    check_timeout_s: float = Field(default=5.0, gt=0)
 
     # Mail bridge
     smtp_enabled: bool = False
@@ -169,14 +212,21 @@ class Settings(BaseSettings):
             path = self.tenants_file
         if path is None:
             return {}
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        return {tid: TenantPolicy(**(policy or {})) for tid, policy in raw.get("tenants", {}).items()}
+        return load_tenants(Path(path), TenantPolicy)  # strict: see bot/config_errors.py
 
     def policy(self, tenant_id: str) -> TenantPolicy:
         return self.tenants.get(tenant_id) or TenantPolicy()
 
 
 def load_settings(**overrides) -> Settings:
-    settings = Settings(**overrides)
-    settings.home.mkdir(parents=True, exist_ok=True)
+    """The settings, validated now (tenants file included): any problem is a `ConfigError`."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise settings_error(exc, Settings) from None
+    settings.tenants  # noqa: B018 - read eagerly, so a broken tenants file stops every command at start
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"DESKHAND_HOME {settings.home}: cannot create it ({exc.strerror or exc})") from None
     return settings

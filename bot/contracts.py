@@ -12,9 +12,10 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from bot.redact import mask_sensitive
+from bot.utf8 import repair_text
 
 # Longest message text we accept. Slack caps a message at 40,000 characters; email bodies
 # are cut to this too so one huge message cannot stall the planner.
@@ -70,6 +71,17 @@ class MessageEnvelope(BaseModel):
     attachments: list[Attachment] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     received_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _repair_utf8(cls, data: Any) -> Any:
+        # Every door (argv, stdin, files, email, Slack) builds an envelope, so bytes that were
+        # not UTF-8 are replaced with U+FFFD here, once, and flagged (bot/utf8.py).
+        if isinstance(data, dict) and isinstance(data.get("text"), str):
+            text, repaired = repair_text(data["text"])
+            if repaired:
+                data = {**data, "text": text, "metadata": {**(data.get("metadata") or {}), "invalid_utf8": True}}
+        return data
 
 
 class OnError(StrEnum):

@@ -131,6 +131,37 @@ def m004_mail_mirror(db: sqlite_utils.Database) -> None:
     db["mail_mirror"].create_index(["tenant_id", "channel", "thread_ts"], unique=True)
 
 
+@migration
+def m005_dead_letters(db: sqlite_utils.Database) -> None:
+    # Poison messages (bot/dead_letters.py): a turn started too often without finishing is
+    # parked here, one row per inbox message; `status` is dead, retried or dropped.
+    db["dead_letters"].create(
+        {
+            "inbox_id": str, "tenant_id": str, "session_id": str, "channel": str, "status": str,
+            "attempts": int, "error": str, "dead_at": str, "updated_at": str, "decided_by": str,
+            "retries": int,
+        },
+        pk="inbox_id",
+    )
+    db["dead_letters"].create_index(["status", "tenant_id"])
+
+
+@migration
+def m006_shadow_runs(db: sqlite_utils.Database) -> None:
+    # Shadow turns (bot/shadow.py): what Deskhand would have done and said, one row per inbox
+    # message: the plan, the would-be writes (`actions`: tool, args), the reads it ran, and
+    # the reply it would have sent. `deskhand report --shadow` lists them.
+    db["shadow_runs"].create(
+        {
+            "inbox_id": str, "tenant_id": str, "session_id": str, "channel": str,
+            "correlation_id": str, "ts": str, "text": str, "intent": str, "plan": str,
+            "actions": str, "reads": str, "reply": str, "state": str, "error": str,
+        },
+        pk="inbox_id",
+    )
+    db["shadow_runs"].create_index(["tenant_id", "ts"])
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply every migration not yet recorded. Returns the names applied now."""
     table = db["_migrations"]

@@ -6,6 +6,8 @@
 The envelope is in `inbox` before any of this runs. A turn re-run after a crash finds its
 writes already done (idempotency keys) and its reply already stored (one reply per inbox
 row, enforced by a unique index), so every message gets exactly one reply.
+A message whose turn keeps killing the process is dead-lettered instead of started again
+(bot/dead_letters.py).
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import structlog
 from bot.brain.base import PlanContext, Planner
 from bot.brain.drafting import SAFE_FAILURE, Draft, compose
 from bot.contracts import BrainPlan, Citation, MessageEnvelope, PlanStep, ToolResult
+from bot.conversations import place_dm_message
+from bot.dead_letters import dead_letter, is_poison
 from bot.guards import guard_reply, injection_score
 from bot.hands.context import HandContext
 from bot.hands.errors import HandError
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
+from bot.shadow import is_shadow, record_shadow_turn
 from bot.store import ANSWERED, DELIVERED, FAILED, SKIPPED, loads
 
 log = get_logger("deskhand.turn")
@@ -104,6 +109,7 @@ class Turn:
     error: str | None = None
     # Spans are written together when the turn ends (one transaction instead of six).
     spans: list[tuple] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)  # for the turn latency metric
 
 
 def surface(channel: str) -> str:
@@ -123,8 +129,14 @@ class Orchestrator:
         self.identities: dict[str, IdentityResolver] = {}
         self._session_locks: dict[str, list] = {}  # session id -> [lock, turns holding or waiting]
         self._queue: asyncio.Queue[tuple[str, str]] | None = None
+        self.metrics = None  # bot/metrics.py DeskhandMetrics, set by the runtime
 
     # -- entry points ---------------------------------------------------------------------
+    async def place(self, envelope: MessageEnvelope) -> MessageEnvelope:
+        """The envelope in the conversation it belongs to, decided before it is accepted: a
+        Slack DM message may continue the person's open case (bot/conversations.py)."""
+        return await place_dm_message(self.store, self.settings, envelope)
+
     async def accept(self, envelope: MessageEnvelope, *, flags: list[str] | None = None,
                      raw_path: str = "") -> bool:
         """Persist an inbound message and queue it. False if it was already accepted."""
@@ -156,6 +168,9 @@ class Orchestrator:
                 if row["status"] == ANSWERED:
                     await self._deliver(envelope, outcome)
                 return outcome
+            if is_poison(row, self.settings.turn_max_attempts):  # it crashed us that often: park it
+                error = await dead_letter(self.store, envelope, row)
+                return await self._fail(Turn(envelope=envelope, correlation_id=uuid.uuid4().hex[:16], error=error))
             return await self._run_turn(envelope)
 
     @asynccontextmanager
@@ -241,6 +256,8 @@ class Orchestrator:
                 return await self._finish(turn)
             finally:
                 await self.store.trace_many(turn.spans)
+                if self.metrics is not None:
+                    self.metrics.turn_finished(turn)
 
     async def _identify(self, envelope: MessageEnvelope) -> MessageEnvelope:
         resolver = self.identities.get(surface(envelope.channel.value))
@@ -335,7 +352,9 @@ class Orchestrator:
             order_id = (r.data or {}).get("order_id") if r.ok else None
             if order_id:
                 state["order_id"] = order_id
-        await self.store.set_case_state(turn.envelope.session_id, turn.envelope.tenant_id, state)
+        env = turn.envelope
+        if not is_shadow(self.settings.policy(env.tenant_id), env.channel.value):  # left as it was
+            await self.store.set_case_state(turn.envelope.session_id, turn.envelope.tenant_id, state)
         if draft.handed_off:
             return State.HANDED_OFF
         if draft.pending_action_id:
@@ -353,7 +372,7 @@ class Orchestrator:
             reply=draft.text if draft else None, citations=draft.citations if draft else [],
             offer_human=draft.offer_human if draft else False,
             pending_action_id=draft.pending_action_id if draft else None, plan=turn.plan,
-            results=turn.results, shadow=policy.shadow_mode,
+            results=turn.results, shadow=is_shadow(policy, env.channel.value),
         )
         return await self._record_and_deliver(env, outcome)
 
@@ -370,10 +389,13 @@ class Orchestrator:
             inbox_id=env.id, session_id=env.session_id, tenant_id=env.tenant_id,
             correlation_id=turn.correlation_id, state=State.FAILED.value, reply=SAFE_FAILURE,
             offer_human=True, plan=turn.plan, results=turn.results,
+            shadow=is_shadow(self.settings.policy(env.tenant_id), env.channel.value),
         )
         return await self._record_and_deliver(env, outcome, error=turn.error)
 
     async def _record_and_deliver(self, env: MessageEnvelope, outcome: TurnOutcome, error: str | None = None) -> TurnOutcome:
+        if outcome.shadow:  # recorded for `deskhand report --shadow`, never delivered
+            return await record_shadow_turn(self, env, outcome, error)
         if outcome.reply is not None:
             stored = await self.store.add_message(
                 env.session_id, env.tenant_id, "assistant", outcome.reply, env.id,
@@ -400,6 +422,9 @@ class Orchestrator:
         session = await self.store.session_get(session_id)
         if session is None:
             return
+        if is_shadow(self.settings.policy(session["tenant_id"]), session["channel"]):
+            log.info("notice_not_sent_in_shadow", session_id=session_id)  # nothing leaves a shadow surface
+            return
         await self.store.add_message(session_id, session["tenant_id"], "assistant", text, None, info)
         responder = self.responders.get(surface(session["channel"]))
         if responder is not None:
@@ -413,7 +438,7 @@ class Orchestrator:
             channel=env.channel.value, correlation_id=turn.correlation_id,
             policy=self.settings.policy(env.tenant_id), backends=self.backends_for(env.tenant_id),
             store=self.store, kb=self.kb, verified_email=env.metadata.get("verified_email"),
-            inbox_id=env.id,
+            inbox_id=env.id, shadow=is_shadow(self.settings.policy(env.tenant_id), env.channel.value),
         )
 
     def _span(self, turn: Turn, span: str, started: float) -> None:

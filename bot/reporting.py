@@ -184,6 +184,8 @@ def report(
     tenant: Optional[str] = typer.Option(None, "--tenant", help="Only this tenant (Slack team_id)."),
     since_hours: Optional[float] = typer.Option(None, "--since-hours", help="Only the last N hours."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    shadow: bool = typer.Option(False, "--shadow", help="List shadow turns: message, intent, would-be "
+                                "actions and reply."),
     db: Optional[Path] = typer.Option(None, "--db", help="The SQLite file; default from config."),
 ) -> None:
     """Show latency, intents, tool success, handoffs, and model tokens and cost.
@@ -191,7 +193,10 @@ def report(
     Latency is p50/p95 per turn; model tokens and cost are broken down by tenant, intent,
     channel and model. Reads the traces, inbox and tool_calls tables.
 
+    With --shadow, lists what Deskhand would have done and said in shadow mode instead.
+
     Example:  deskhand report --tenant T_DEMO --since-hours 24
+    Example:  deskhand report --shadow --since-hours 168
     """
     from bot.config import load_settings
     from bot.store import Store
@@ -199,6 +204,12 @@ def report(
     store = Store(db or load_settings().db_path)
     try:
         since = datetime.now(timezone.utc) - timedelta(hours=since_hours) if since_hours else None
+        if shadow:
+            from bot.shadow_report import build_shadow_report, render_shadow_text
+
+            rep = build_shadow_report(store, tenant=tenant, since=since)
+            typer.echo(json.dumps(rep, indent=2, ensure_ascii=False) if as_json else render_shadow_text(rep))
+            return
         rep = build_report(store.db, tenant=tenant, since=since)
     finally:
         store.close()

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from bot.ops_http import OpsServer, serve_ops
 from bot.schedule import scheduled
 from bot.slack.app import SlackCredentials, SlackOptions, SlackSurface, serve
 from bot.slack.mail_mirror import SlackMailMirror
@@ -25,6 +26,7 @@ from mailbridge.service import MailBridge, MailOptions, mail_lifespan
 class Running:
     slack: SlackSurface
     mail: MailBridge | None  # None when the settings turn mail off
+    ops: OpsServer | None = None  # /healthz, /readyz, /metrics; None when off or unbound
 
 
 @asynccontextmanager
@@ -35,5 +37,5 @@ async def run_deskhand(runtime, *, credentials: list[SlackCredentials] | None = 
     async with mail_lifespan(runtime, mirror=mirror, options=mail_options) as bridge:
         async with serve(runtime, credentials=credentials, options=slack_options,
                          mail_mirror=mirror if bridge is not None else None) as slack:
-            async with scheduled(runtime, slack=slack):
-                yield Running(slack=slack, mail=bridge)
+            async with scheduled(runtime, slack=slack), serve_ops(runtime, slack=slack) as ops:
+                yield Running(slack=slack, mail=bridge, ops=ops)

@@ -25,6 +25,7 @@ from bot.hands.executor import HandsExecutor
 from bot.hands.registry import ToolRegistry, default_registry
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
+from bot.metrics import DeskhandMetrics
 from bot.orchestrator import Orchestrator
 from bot.store import AsyncStore, Store
 
@@ -75,6 +76,8 @@ class Runtime:
     orchestrator: Orchestrator
     shop: DemoShop
     kb: Any = None
+    metrics: DeskhandMetrics | None = None  # /metrics (bot/ops_http.py)
+    kb_lifecycle: Any = None  # bot/kb_lifecycle.py KBLifecycle, in `deskhand run`
     _http_backends: dict[str, Backends] = field(default_factory=dict)
 
     def backends_for(self, tenant_id: str) -> Backends:
@@ -136,12 +139,23 @@ class Runtime:
         return True
 
     async def ensure_kb(self, tenant_id: str) -> None:
-        """Index the configured KB folder the first time a tenant has no index."""
-        if self.kb is None or not self.settings.kb_dir.exists():
+        """Index the tenant's KB folder (bot/kb_status.py `kb_folder`) the first time it has no index."""
+        from bot.kb_status import kb_folder
+
+        folder = kb_folder(self.settings, tenant_id)
+        if self.kb is None or not folder.exists():
             return
         status = await asyncio.to_thread(self.kb.status, tenant_id)
         if status.chunks == 0:
-            await asyncio.to_thread(self.kb.reload, tenant_id, self.settings.kb_dir)
+            await asyncio.to_thread(self.kb.reload, tenant_id, folder)
+
+    async def kb_state(self, tenant_id: str):
+        """The tenant's KB facts (bot/kb_status.py), with the live scheduler's next run."""
+        from bot.kb_status import kb_state
+
+        if self.kb_lifecycle is not None:
+            return await asyncio.to_thread(self.kb_lifecycle.state, tenant_id)
+        return await asyncio.to_thread(kb_state, self.settings, self.kb, tenant_id)
 
 
 def customer_notice(decision: approvals.Decision) -> str:
@@ -185,6 +199,7 @@ async def open_runtime(settings: Settings | None = None, *, planner: Planner | N
         planner=planner or built, registry=registry,
         backends_for=rt.backends_for, kb=kb,
     )
+    rt.metrics = rt.orchestrator.metrics = executor.metrics = DeskhandMetrics(settings.db_path, executor.breakers)
     try:
         yield rt
     finally:

@@ -28,7 +28,9 @@ Registration = Callable[[AsyncIOScheduler, Any, Any], None]
 
 def registrations() -> list[Registration]:
     """The parts that add jobs, in the order they are registered."""
-    return []
+    from bot import kb_lifecycle, timers  # imported here: the parts import the Slack and store layers
+
+    return [timers.register, kb_lifecycle.register]
 
 
 @asynccontextmanager

@@ -1,6 +1,8 @@
 """The SQLite store (sqlite-utils, WAL): every table Deskhand persists, behind one class.
 What leaves Deskhand (the outbox, email threads, the Slack mirror of email) is written by
-`DeliveryTables` (bot/store_delivery.py), which `Store` inherits.
+`DeliveryTables` (bot/store_delivery.py), poison messages by `DeadLetterTables`
+(bot/store_dead_letters.py) and shadow turns by `ShadowTables` (bot/store_shadow.py);
+`Store` inherits them all.
 
 `Store` is synchronous and owns one connection. `AsyncStore` runs every call on a single
 dedicated thread, so the event loop never blocks on disk and the connection is never shared
@@ -24,7 +26,9 @@ import sqlite_utils
 
 from bot.contracts import MessageEnvelope, PendingAction
 from bot.migrations import apply_migrations
+from bot.store_dead_letters import DeadLetterTables
 from bot.store_delivery import DeliveryTables
+from bot.store_shadow import ShadowTables
 from bot.store_rows import dumps, loads, now_iso
 
 # Inbox lifecycle. A message is `received` before anything else happens, `processing` while
@@ -35,7 +39,7 @@ RECEIVED, PROCESSING, ANSWERED, DELIVERED, FAILED, SKIPPED = (
 UNFINISHED = (RECEIVED, PROCESSING, ANSWERED)
 
 
-class Store(DeliveryTables):
+class Store(DeliveryTables, DeadLetterTables, ShadowTables):
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +122,22 @@ class Store(DeliveryTables):
         row = self.db.execute(sql + " ORDER BY received_at DESC, rowid DESC LIMIT 1", params).fetchone()
         return MessageEnvelope.model_validate_json(row[0]) if row else None
 
+    def latest_case_before(self, id_prefix: str, before_id: str) -> dict | None:
+        """The conversation of the newest inbound message whose id starts with `id_prefix`
+        (one Slack DM: `slack:<team>:<channel>:`) and sorts before `before_id`: its session
+        id, status, case state and the time of its last message. Slack ts are fixed-width,
+        so these ids sort by time, and the range is a primary-key seek."""
+        row = self._row("SELECT session_id, received_at FROM inbox WHERE id > ? AND id < ?"
+                        " ORDER BY id DESC LIMIT 1", [id_prefix, before_id])
+        if row is None:
+            return None
+        session_id = row["session_id"]
+        last = self._row("SELECT ts FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT 1", [session_id])
+        status = self._row("SELECT status FROM sessions WHERE id = ?", [session_id])
+        return {"session_id": session_id, "status": status["status"] if status else "active",
+                "case_state": self.case_state(session_id),
+                "last_activity": max(row["received_at"], last["ts"] if last else "")}
+
     def inbox_count(self, status: str | None = None) -> int:
         if status is None:
             return self.db["inbox"].count
@@ -166,6 +186,15 @@ class Store(DeliveryTables):
         return list(
             self.db["sessions"].rows_where("tenant_id = ? AND status = ?", [tenant_id, status])
         )
+
+    def someone_else_wrote_since(self, session_id: str, customer: str, since: str) -> bool:
+        """Whether anyone but `customer` wrote in a conversation after `since` (ISO time): a
+        teammate in its Slack thread, or a teammate's email reply sent from Slack."""
+        return bool(self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE session_id = ? AND user_id != ? AND received_at > ?)"
+            " OR EXISTS (SELECT 1 FROM messages WHERE session_id = ? AND role = 'assistant' AND ts > ?"
+            " AND json_extract(metadata, '$.teammate') IS NOT NULL)",
+            [session_id, customer, since, session_id, since]).fetchone()[0])
 
     def add_message(
         self, session_id: str, tenant_id: str, role: str, text: str, inbox_id: str | None = None,

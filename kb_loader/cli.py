@@ -26,13 +26,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 _STAGES = {"load": "Reading files", "chunk": "Chunking", "embed": "Embedding", "index": "Indexing"}
 
 
-def _kb() -> tuple[KnowledgeBase, str]:
+def _settings():
     from bot.config import load_settings
     from bot.logs import configure_logging
 
     settings = load_settings()
     # Logs go to the log file, as for every deskhand command, so stdout stays clean for --json.
     configure_logging(settings.log_level, log_file=settings.log_file or settings.home / "deskhand.log")
+    return settings
+
+
+def _kb() -> tuple[KnowledgeBase, str]:
+    settings = _settings()
     return KnowledgeBase.from_settings(settings), settings.default_tenant
 
 
@@ -43,7 +48,8 @@ def _console() -> Console:
 @kb_app.command("reload")
 def reload_cmd(
     kb_dir: Annotated[
-        Optional[Path], typer.Argument(help="Folder of articles (default: DESKHAND_KB_DIR).", show_default=False)
+        Optional[Path], typer.Argument(help="Folder of articles (default: the tenant's kb_dir in the tenants "
+                                       "file, else DESKHAND_KB_DIR).", show_default=False)
     ] = None,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
@@ -58,8 +64,12 @@ def reload_cmd(
 
         deskhand kb reload fixtures/kb --tenant T_DEMO
     """
-    kb, default_tenant = _kb()
-    tenant = tenant or default_tenant
+    from bot.kb_status import kb_folder
+
+    settings = _settings()
+    kb = KnowledgeBase.from_settings(settings)
+    tenant = tenant or settings.default_tenant
+    kb_dir = kb_dir or kb_folder(settings, tenant)
     console = _console()
     try:
         if as_json:
@@ -99,37 +109,34 @@ def reload_cmd(
 
 @kb_app.command("status")
 def status_cmd(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
-    """Show whether the knowledge base is available, how fresh it is, and what failed.
+    """Show the knowledge base's state, size, last and next run, and what failed.
 
-    It is unavailable (KB questions go to a human) when it was never loaded, is empty,
-    or is older than DESKHAND_KB_STALE_HOURS.
+    The state is indexing, ready, stale (older than DESKHAND_KB_STALE_HOURS), empty (never
+    built) or unavailable; KB questions go to a human unless it is ready. The next run is
+    shown while `deskhand run` is running. These are the facts `/deskhand kb status` and
+    App Home show.
 
     Example:
 
         deskhand kb status --tenant T_DEMO --json
     """
-    kb, default_tenant = _kb()
-    status = kb.status(tenant or default_tenant)
+    from bot.kb_status import kb_facts, kb_state
+
+    settings = _settings()
+    tenant = tenant or settings.default_tenant
+    state = kb_state(settings, KnowledgeBase.from_settings(settings), tenant)
     if as_json:
-        typer.echo(status.model_dump_json(indent=2))
+        typer.echo(state.model_dump_json(indent=2))
         return
+    colour = {"ready": "green", "indexing": "yellow"}.get(state.state, "red")
     table = Table(show_header=False, box=None)
-    state = "[green]available[/green]" if status.available else f"[red]unavailable[/red] ({status.reason})"
-    rows = [
-        ("tenant", status.tenant_id), ("state", state),
-        ("last reload", status.last_reload_at.isoformat(timespec="seconds") if status.last_reload_at else "never"),
-        ("age", f"{status.age_hours:.1f} h (stale after {status.stale_after_hours:g} h)"
-         if status.age_hours is not None else "-"),
-        ("documents", str(status.docs)), ("chunks", str(status.chunks)),
-        ("encoder", status.encoder or "-"), ("folder", status.kb_dir or "-"),
-        ("errors", str(len(status.errors))),
-    ]
-    for key, value in rows:
-        table.add_row(f"[bold]{key}[/bold]", value)
+    table.add_row("[bold]tenant[/bold]", tenant)
+    for label, value in kb_facts(state):
+        table.add_row(f"[bold]{label}[/bold]", f"[{colour}]{value}[/{colour}]" if label == "state" else value)
     console = _console()
     console.print(table)
-    for error in status.errors:
-        console.print(f"  [yellow]skipped[/yellow] {error.source}: {error.error}")
+    for skipped in state.skipped:
+        console.print(f"  [yellow]skipped[/yellow] {skipped}")
 
 
 @kb_app.command("search")

@@ -1,7 +1,8 @@
 """`KnowledgeBase`: the one object the bot, the CLI and the scheduler use.
 
 Its methods are synchronous (the bot calls them through `asyncio.to_thread`). Searches may run
-concurrently; reloads of one tenant are serialised.
+concurrently; reloads run one at a time in a process (each uses every core it can get), and
+each records its start, end and error (kb_loader/runs.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kb_loader.freshness import FreshnessRecord, read_record, write_record
 from kb_loader.index import PUBLIC, TenantIndex, collection_name, embed_hash, open_chroma
 from kb_loader.loaders import load_folder
 from kb_loader.models import KBError, KBHit, KBStatus, ReloadReport
+from kb_loader.runs import run_finished, run_started
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -62,7 +64,8 @@ class KnowledgeBase:
         self._client = client
         self._indexes: dict[str, TenantIndex] = {}
         self._lock = threading.Lock()
-        self._reload_locks: dict[str, threading.Lock] = {}
+        self._reload_lock = threading.Lock()
+        self._queued: set[str] = set()  # tenants whose build is waiting or running
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KnowledgeBase:
@@ -152,16 +155,39 @@ class KnowledgeBase:
 
     # --- reload -------------------------------------------------------------------------
 
+    def queue_build(self, tenant_id: str) -> None:
+        """Mark a tenant's index as being built until its next reload ends, so that KB
+        questions meanwhile are told so instead of "unavailable"."""
+        with self._lock:
+            self._queued.add(tenant_id)
+
+    def unqueue_build(self, tenant_id: str) -> None:
+        with self._lock:
+            self._queued.discard(tenant_id)
+
+    def is_indexing(self, tenant_id: str) -> bool:
+        with self._lock:
+            return tenant_id in self._queued
+
     def reload(self, tenant_id: str, kb_dir: Path | str | None = None,
                progress: Progress | None = None) -> ReloadReport:
         """Bring the tenant's indexes in line with the folder, re-embedding only new chunks."""
         folder = Path(kb_dir) if kb_dir is not None else Path(self.settings.kb_dir)
-        if not folder.is_dir():
-            raise ReloadError(f"knowledge-base folder not found: {folder}")
-        with self._lock:
-            lock = self._reload_locks.setdefault(tenant_id, threading.Lock())
-        with lock:
-            return self._reload(tenant_id, folder, progress or (lambda stage, done, total: None))
+        self.queue_build(tenant_id)
+        try:
+            with self._reload_lock:
+                run_started(self.home, tenant_id)
+                try:
+                    if not folder.is_dir():
+                        raise ReloadError(f"knowledge-base folder not found: {folder}")
+                    report = self._reload(tenant_id, folder, progress or (lambda stage, done, total: None))
+                except Exception as exc:
+                    run_finished(self.home, tenant_id, error=str(exc)[:500] or type(exc).__name__)
+                    raise
+                run_finished(self.home, tenant_id)
+                return report
+        finally:
+            self.unqueue_build(tenant_id)
 
     def _reload(self, tenant_id: str, folder: Path, progress: Progress) -> ReloadReport:
         started = time.perf_counter()
@@ -233,6 +259,8 @@ class KnowledgeBase:
                  seconds=report.seconds)
         for error in errors:
             log.warning("kb.file_skipped", tenant_id=tenant_id, source=error.source, error=error.error)
+        for warning in loaded.warnings:
+            log.warning("kb.file_repaired", tenant_id=tenant_id, source=warning.source, error=warning.error)
         return report
 
     @staticmethod

@@ -37,6 +37,8 @@ class Document:
     updated_at: datetime
     text: str  # Markdown-ish body: headings are `#` lines
     format: str = "markdown"
+    # What had to be repaired to read it: `invalid_utf8` (bad bytes read as U+FFFD).
+    flags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -48,7 +50,8 @@ class LoadError:
 @dataclass
 class LoadResult:
     documents: list[Document] = field(default_factory=list)
-    errors: list[LoadError] = field(default_factory=list)
+    errors: list[LoadError] = field(default_factory=list)  # files skipped
+    warnings: list[LoadError] = field(default_factory=list)  # files indexed after a repair
 
 
 class DocumentError(ValueError):
@@ -84,6 +87,8 @@ def load_folder(root: Path) -> LoadResult:
             continue
         seen[doc.doc_id] = source
         result.documents.append(doc)
+        if "invalid_utf8" in doc.flags:
+            result.warnings.append(LoadError(source, "not valid UTF-8: bad bytes read as U+FFFD"))
     return result
 
 
@@ -103,10 +108,13 @@ def load_file(path: Path, root: Path) -> Document:
         raise DocumentError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
     if b"\x00" in raw[:8192]:
         raise DocumentError("binary content")
+    flags: tuple[str, ...] = ()
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DocumentError(f"not valid UTF-8 (byte {exc.start})") from None
+    except UnicodeDecodeError:
+        # A stray byte (a Latin-1 "é") should not take the article out of the help centre:
+        # it is read with U+FFFD and flagged, as at every other door (bot/utf8.py).
+        text, flags = raw.decode("utf-8-sig", "replace"), ("invalid_utf8",)
     try:
         meta, body = _split_front_matter(text)
     except (yaml.YAMLError, ValueError, TypeError) as exc:
@@ -131,7 +139,7 @@ def load_file(path: Path, root: Path) -> Document:
     channels = parse_channels(meta.get("allowed_channels"))
     updated = parse_updated_at(meta.get("updated_at"), path)
     return Document(doc_id=doc_id, title=title, url=url, source=source, allowed_channels=channels,
-                    updated_at=updated, text=body, format=kind)
+                    updated_at=updated, text=body, format=kind, flags=flags)
 
 
 _TEXT_HEADING = re.compile(r"^[^\s\-*+#|>\d][^\n]{0,70}$")

@@ -41,6 +41,6 @@ def schedule_reloads(
         jobs.append(scheduler.add_job(
             reload_in_thread, "interval", minutes=interval_minutes, args=[kb, tenant_id, folder],
             id=f"kb-reload:{tenant_id}", name=f"KB reload {tenant_id}", replace_existing=True,
-            coalesce=True, max_instances=1, misfire_grace_time=int(interval_minutes * 60),
+            coalesce=True, max_instances=1, misfire_grace_time=max(1, int(interval_minutes * 60)),
         ))
     return jobs

@@ -102,6 +102,7 @@ def decode_bytes(payload: bytes, charset: str | None, flags: Flags) -> str:
             flags.add("charset_fallback:utf-8")
         return text
     except UnicodeDecodeError:
+        flags.add("invalid_utf8")  # the same flag every door sets (bot/utf8.py)
         flags.add("charset_fallback:cp1252")
         return payload.decode("cp1252", "replace")
 

@@ -10,6 +10,7 @@ Flags:
 - `no_message_id`: the Message-ID was missing; a stable `<sha256:…@deskhand>` stands in.
 - `no_text`: no readable body at all. `only_quoted`: a body, but nothing new above quotes.
 - `undecodable_charset`, `unknown_charset:<name>`, `charset_fallback:<codec>`.
+- `invalid_utf8`: the body was not valid UTF-8 (whatever it declared); read as cp1252.
 - `malformed_headers`, `malformed_mime`, `bad_encoding`, `defects:<Name,…>` (from `email`).
 - `html_error`: HTML could not be converted; tags were stripped instead.
 - `auto_submitted`, `bounce`, `mailing_list`: do not auto-reply to these (mail loops).

@@ -46,6 +46,7 @@ from typing import Any, AsyncIterator
 from bot.contracts import MessageEnvelope, PlanStep
 from bot.hands.context import HandContext
 from bot.logs import get_logger
+from bot.shadow import is_shadow
 from bot.store import SKIPPED
 from mailbridge.imap import ImapConfig, ImapPoller
 from mailbridge.inbound import Disposition, build_envelope, duplicate_id, notable
@@ -193,7 +194,7 @@ class MailBridge:
             channel=CHANNEL, correlation_id=f"mail-{envelope.id}"[:64],
             policy=self.settings.policy(envelope.tenant_id), backends=self.runtime.backends_for(envelope.tenant_id),
             store=store, kb=self.runtime.kb, verified_email=envelope.metadata.get("verified_email"),
-            inbox_id=envelope.id,
+            inbox_id=envelope.id, shadow=is_shadow(self.settings.policy(envelope.tenant_id), CHANNEL),
         )
         result = await self.runtime.executor.run(PlanStep(tool="escalate_to_human", args={
             "reason": reason[:500], "transcript_excerpt": envelope.text[:4000]}), ctx)

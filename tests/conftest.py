@@ -20,6 +20,9 @@ def _isolated_env(monkeypatch, tmp_path):
         if key.startswith(("DESKHAND_", "SLACK_", "OPENAI_")):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("DESKHAND_HOME", str(tmp_path / "home"))
+    # Every `deskhand run` a test starts takes a free ops port (it writes it to ops.port),
+    # so tests running side by side never fight over the default one.
+    monkeypatch.setenv("DESKHAND_OPS_PORT", "0")
     monkeypatch.chdir(tmp_path)
 
 

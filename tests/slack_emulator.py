@@ -242,7 +242,7 @@ class SlackEmulator(PayloadBuilders):
         except SlackApiFailure as failure:
             body = {"ok": False, "error": failure.args[0]}
         if method == "auth.test" and body["ok"]:
-            headers["x-oauth-scopes"] = SCOPES
+            headers["x-oauth-scopes"] = ws.scopes or SCOPES
         self.calls.append(Call(method, ws.team_id if ws else None, params, status, body))
         self._notify()
         return web.json_response(body, status=status, headers=headers)

@@ -78,6 +78,7 @@ class Workspace:
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel -> messages
     ephemerals: list[dict[str, Any]] = field(default_factory=list)
     home_views: dict[str, dict[str, Any]] = field(default_factory=dict)  # user -> published view
+    scopes: str = ""  # the bot scopes auth.test reports (x-oauth-scopes); empty: the emulator's default
     _clock: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -255,6 +256,21 @@ class Workspace:
             raise SlackApiFailure("thread_not_found")
         thread = [_public(m) for m in self.history[channel] if ts in (m["ts"], m.get("thread_ts"))]
         return {"messages": thread, "has_more": False, "response_metadata": {"next_cursor": ""}}
+
+    def api_conversations_info(self, params: dict) -> dict:
+        """The channel object (conversations.info), with ``is_member`` for the calling bot."""
+        channel = self._channel(params.get("channel"))
+        is_im = channel.get("is_im", False)
+        info = {"id": channel["id"], "created": 1700000000, "is_archived": False, "is_im": is_im,
+                "is_mpim": False, "is_private": channel["is_private"],
+                "is_channel": not is_im and not channel["is_private"],
+                "is_group": not is_im and channel["is_private"]}
+        if is_im:
+            info["user"] = channel["user"]
+        else:
+            info.update(name=channel["name"], is_member=self.bot_user_id in channel["members"],
+                        is_general=False, num_members=len(channel["members"]))
+        return {"channel": info}
 
     def api_conversations_members(self, params: dict) -> dict:
         members = self._channel(params.get("channel"))["members"]

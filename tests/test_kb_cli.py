@@ -38,15 +38,16 @@ def invoke(app, *args):
 
 def test_reload_status_search(app, kb_dir):
     before = invoke(app, "status", "--json")
-    assert before.exit_code == 0 and json.loads(before.stdout)["reason"] == "never_loaded"
+    assert before.exit_code == 0 and json.loads(before.stdout)["state"] == "empty"
 
     result = invoke(app, "reload", "--tenant", "T_CLI")
     assert result.exit_code == 0, result.output
     assert "2 documents" in result.output and "Embedding" in result.output
 
     status = json.loads(invoke(app, "status", "--tenant", "T_CLI", "--json").stdout)
-    assert status["available"] is True and status["docs"] == 2 and status["chunks"] == 2
-    assert "available" in invoke(app, "status", "--tenant", "T_CLI").output
+    assert status["state"] == "ready" and status["documents"] == 2 and status["chunks"] == 2
+    assert status["last_run_ok"] is True and status["last_error"] == ""
+    assert "ready" in invoke(app, "status", "--tenant", "T_CLI").output
 
     hits = json.loads(invoke(app, "search", "how long do refunds take", "--tenant", "T_CLI", "--json").stdout)
     assert hits[0]["citation"]["doc_id"] == "refunds" and hits[0]["citation"]["url"] == "https://help.example/refunds"

@@ -71,10 +71,11 @@ def test_broken_files_are_reported_and_skipped(tmp_path):
     write(tmp_path, "image.png", b"\x89PNG")  # not an article: ignored, not an error
     write(tmp_path, ".hidden/notes.md", "# Hidden\n")
     result = load_folder(tmp_path)
-    assert [d.doc_id for d in result.documents] == ["good"]
+    assert [d.doc_id for d in result.documents] == ["good", "latin1"]  # read with U+FFFD, flagged
+    assert result.documents[1].flags == ("invalid_utf8",) and result.documents[1].title == "Caf\ufffd"
+    assert [(w.source, "UTF-8" in w.error) for w in result.warnings] == [("latin1.md", True)]
     errors = {e.source: e.error for e in result.errors}
-    assert set(errors) == {"latin1.md", "broken-yaml.md", "binary.txt", "typo.md", "empty.md"}
-    assert "UTF-8" in errors["latin1.md"]
+    assert set(errors) == {"broken-yaml.md", "binary.txt", "typo.md", "empty.md"}
     assert "front matter" in errors["broken-yaml.md"]
     assert "binary" in errors["binary.txt"]
     assert "slack-channel" in errors["typo.md"]  # a misspelt restriction never widens to all

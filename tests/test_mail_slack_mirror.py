@@ -178,7 +178,7 @@ async def test_take_over_from_the_thread_then_hand_back_with_the_slash_command(e
                                  in_reply_to="<q1@example.com>"))
         silent = await eventually(lambda: turn_state(rt, "<q2@example.com>"))
 
-        home = json.dumps(await slack.home.view(ACME))
+        home = json.dumps(await slack.home.view(ACME, BOB))  # an approver sees every handoff
         await emu.push_slash_command(ACME, emu.slash_command(ACME, DAVE, SUPPORT, "handback"))
         refused = await emu.wait_for_call("response_url")  # the one handed-off thread here, but not staff
         link = f"https://{emu.team.domain}.slack.com/archives/{SUPPORT}/p{root['ts'].replace('.', '')}"

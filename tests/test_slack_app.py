@@ -14,7 +14,6 @@ import threading
 from contextlib import asynccontextmanager
 
 import pytest
-from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from bot.brain.rules import RulesPlanner
@@ -495,16 +494,14 @@ async def test_escalating_in_words_then_handback_by_slash_command(emu, settings)
 class FakeKB:
     """Stands in for the knowledge base: reload reports progress and waits to be let go."""
 
-    class Status(BaseModel):
-        documents: int = 3
-        chunks: int = 42
-
     def __init__(self):
         self.release = threading.Event()
         self.reloads = []
 
     def status(self, tenant_id):
-        return self.Status()
+        from kb_loader.models import KBStatus
+
+        return KBStatus(tenant_id=tenant_id, available=True, docs=3, chunks=42, stale_after_hours=168)
 
     def reload(self, tenant_id, kb_dir, progress=None):
         self.reloads.append(tenant_id)
@@ -631,7 +628,11 @@ async def test_disconnect_and_dropped_socket_reconnect_and_nothing_is_lost(emu, 
 async def test_shadow_mode_plans_and_records_but_posts_nothing(emu, settings, tmp_path):
     shadow = tmp_path / "shadow.yml"
     shadow.write_text(TENANTS.replace("name: Acme", "name: Acme\n    shadow_mode: true"))
-    async with deskhand(settings.model_copy(update={"tenants_file": shadow})) as (rt, slack):
+    # Loaded anew: settings read (and keep) their tenants file when they are loaded.
+    shadow_settings = load_settings(home=settings.home, slack_bot_token=settings.slack_bot_token,
+                                    slack_app_token=settings.slack_app_token, slack_api_url=settings.slack_api_url,
+                                    tenants_file=shadow)
+    async with deskhand(shadow_settings) as (rt, slack):
         dm = emu.dm(ACME, ALICE, "where is order A-1042?")
         await emu.wait_for_ack(await emu.push_event(ACME, dm))
         outcome = await rt.orchestrator.process(message_id(ACME, dm["channel"], dm["ts"]))

@@ -32,6 +32,12 @@ EXPECTED = {
                  "value": str, "ts": str},
     "email_threads": {"key": str, "session_id": str, "tenant_id": str, "ts": str},
     "mail_mirror": {"session_id": str, "tenant_id": str, "channel": str, "thread_ts": str, "ts": str},
+    "dead_letters": {"inbox_id": str, "tenant_id": str, "session_id": str, "channel": str, "status": str,
+                     "attempts": int, "error": str, "dead_at": str, "updated_at": str, "decided_by": str,
+                     "retries": int},
+    "shadow_runs": {"inbox_id": str, "tenant_id": str, "session_id": str, "channel": str,
+                    "correlation_id": str, "ts": str, "text": str, "intent": str, "plan": str,
+                    "actions": str, "reads": str, "reply": str, "state": str, "error": str},
     "_migrations": {"name": str, "applied_at": str},
 }
 

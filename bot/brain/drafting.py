@@ -27,6 +27,7 @@ ERROR_REPLIES = {
     "not_verified": "For your security I can only share orders placed from the address you're writing from.",
     "not_allowed": "I'm not able to do that here.",
     "kb_unavailable": "Our help centre isn't available right now.",
+    "kb_indexing": "Our help centre is being indexed right now, so I can't look that up just yet.",
 }
 
 STATUS_PHRASES = {
@@ -113,7 +114,7 @@ def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float) -> D
             lines.extend(describe_order(o) for o in r.data["orders"][:3])
 
     if r := by_tool.get("process_refund"):
-        if r.ok and r.pending_action_id:
+        if r.ok and (r.pending_action_id or r.data.get("shadow")):  # a shadow proposal reads the same
             d = r.data
             lines.append(f"I've asked a teammate to approve a refund of {d['amount']:.2f} for order "
                          f"{d['order_id']}. You'll hear back here as soon as it's reviewed.")
@@ -145,8 +146,12 @@ def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float) -> D
             lines.append(prefix + answer.text)
             draft.citations = answer.citations
         elif not lines:
-            reason = ERROR_REPLIES["kb_unavailable"] + " " if not r.ok else ""
-            lines.append(reason + NOT_CERTAIN if reason else NOT_CERTAIN)
+            if r.ok:
+                lines.append(NOT_CERTAIN)
+            elif r.error_kind == "kb_indexing":  # a question, not a failure: a human can answer it now
+                lines.append(ERROR_REPLIES["kb_indexing"] + " " + OFFER_HUMAN)
+            else:
+                lines.append(ERROR_REPLIES["kb_unavailable"] + " " + NOT_CERTAIN)
             draft.offer_human = True
 
     if not lines:

@@ -145,7 +145,10 @@ def draft_messages(plan: BrainPlan, results: list[ToolResult], passages: list[tu
         if r.tool == "search_kb":
             continue
         item: dict[str, Any] = {"tool": r.tool, "ok": r.ok}
-        item.update({"data": r.data} if r.ok else {"error_kind": r.error_kind})
+        # A shadow turn's would-be write (bot/shadow.py) is shown as the real one would be, so
+        # the model words the reply the live bot would send.
+        data = {k: v for k, v in (r.data or {}).items() if k not in ("shadow", "would", "args")}
+        item.update({"data": data} if r.ok else {"error_kind": r.error_kind})
         shown.append(item)
     results_json = json.dumps(mask_value(shown, mask), default=str)
     if count_tokens(results_json) > max_result_tokens:

@@ -37,6 +37,9 @@ def envelope_from_event(team: str, event: dict, *, bot_user_id: str | None) -> M
 
 
 async def on_message(envelope, orchestrator, responder):
+    # The orchestrator decides which conversation the message joins (a top-level DM message
+    # may continue an open case); the placeholder then checks that conversation's status.
+    envelope = await orchestrator.place(envelope)
     if await orchestrator.accept(envelope):
         responder.acknowledge(envelope)
 

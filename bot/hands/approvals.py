@@ -23,7 +23,7 @@ from bot.hands.context import HandContext
 @dataclass
 class Decision:
     ok: bool
-    status: str  # approved | rejected | refused | already_decided | not_found | failed
+    status: str  # approved | rejected | refused | already_decided | expired | not_found | failed
     message: str
     action: PendingAction | None = None
     result: ToolResult | None = None
@@ -52,6 +52,10 @@ async def decide(
     status = "approved" if approve else "rejected"
     if not await store.pending_decide(action_id, status, decider):
         current = await store.pending_get(action_id)
+        if current.status == "expired":  # its time ran out first (bot/timers.py): nothing runs
+            await store.audit(action.tenant_id, decider, f"{verb}_after_expiry", action_id)
+            return Decision(False, "expired", "This refund request expired before anyone decided, so no refund "
+                            "was made. The customer was told and can ask again.", current)
         await store.audit(action.tenant_id, decider, f"{verb}_duplicate", action_id)
         return Decision(False, "already_decided",
                         f"Already {current.status} by {current.decided_by}.", current)

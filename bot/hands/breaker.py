@@ -79,3 +79,7 @@ class BreakerBoard:
         if key not in self._breakers:
             self._breakers[key] = CircuitBreaker(**self._params)
         return self._breakers[key]
+
+    def states(self) -> dict[tuple[str, str], str]:
+        """Each breaker's state now, by (tool, tenant): what `/metrics` and `/readyz` show."""
+        return {key: breaker.state for key, breaker in list(self._breakers.items())}

@@ -25,5 +25,7 @@ class HandContext:
     # True only when a teammate approved this exact call (see bot/hands/approvals.py).
     approved: bool = False
     inbox_id: str | None = None
+    # A shadow turn (bot/shadow.py): the executor runs reads and only describes writes.
+    shadow: bool = False
     attempt: int = 0
     extra: dict = field(default_factory=dict)

@@ -54,3 +54,10 @@ class InvalidArgs(ClientError):
 class KBUnavailable(HandError):
     kind = "kb_unavailable"
     user_message = "Our help centre index isn't available right now."
+
+
+class KBIndexing(HandError):
+    """The tenant's index is being built (at start, or after its folder changed)."""
+
+    kind = "kb_indexing"
+    user_message = "Our help centre is being indexed right now."

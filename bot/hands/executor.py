@@ -3,7 +3,8 @@
 For each call: validate the args against the tool's model, check the tenant's policy, turn
 a needs-approval call into a `PendingAction`, serve reads from the TTL cache and repeated
 writes from their idempotency record, then apply the circuit breaker, the rate limit, the
-timeout and the retry. Every call is recorded in `tool_calls`.
+timeout and the retry. In a shadow turn a write is only described (bot/shadow.py). Every call
+is recorded in `tool_calls`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bot.hands.errors import (
 )
 from bot.hands.registry import ToolRegistry, ToolSpec
 from bot.logs import get_logger
+from bot.shadow import would_be_result
 
 log = get_logger("deskhand.hands")
 
@@ -60,6 +62,7 @@ class HandsExecutor:
         self._limiters: dict[tuple[str, str], AsyncLimiter] = {}
         self._cache: TTLCache = TTLCache(maxsize=10_000, ttl=3600)  # per-entry TTL checked below
         self._clock = clock
+        self.metrics = None  # bot/metrics.py DeskhandMetrics, set by the runtime
 
     # -- public ------------------------------------------------------------------------
     def validate(self, step: PlanStep, ctx: HandContext) -> BaseModel:
@@ -80,13 +83,17 @@ class HandsExecutor:
         try:
             args = self.validate(step, ctx)
             assert spec is not None
-            if spec.needs_approval and not ctx.approved:
+            if ctx.shadow and (spec.side_effect == "write" or spec.needs_approval):
+                result = await self._would_run(spec, args, ctx)
+            elif spec.needs_approval and not ctx.approved:
                 result = await self._propose(spec, args, ctx)
             else:
                 result = await self._execute(spec, args, ctx)
         except HandError as exc:
             result = ToolResult(tool=step.tool, ok=False, error=str(exc), error_kind=exc.kind)
         result.cost_ms = round((time.perf_counter() - started) * 1000, 3)
+        if self.metrics is not None:
+            self.metrics.tool_finished(result)
         await ctx.store.record_tool_call(
             correlation_id=ctx.correlation_id, tenant_id=ctx.tenant_id, session_id=ctx.session_id,
             tool=step.tool, args=step.args, ok=int(result.ok), result=result.data, error=result.error,
@@ -103,6 +110,13 @@ class HandsExecutor:
         return await self.run(PlanStep(tool=action.tool, args=action.args), ctx)
 
     # -- steps of a call ---------------------------------------------------------------
+    async def _would_run(self, spec: ToolSpec, args: BaseModel, ctx: HandContext) -> ToolResult:
+        """A write in a shadow turn: described, never run. A proposal's `prepare` is a read
+        (the order and its refundable amount), so it runs and the description is exact."""
+        if spec.needs_approval and not ctx.approved and spec.prepare is not None:
+            args = await self._guarded(spec, ctx, spec.prepare, args)
+        return would_be_result(spec, args, ctx)
+
     async def _propose(self, spec: ToolSpec, args: BaseModel, ctx: HandContext) -> ToolResult:
         if spec.prepare is not None:
             args = await self._guarded(spec, ctx, spec.prepare, args)

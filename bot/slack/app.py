@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -72,10 +73,14 @@ class IntakeHandler(AsyncSocketModeHandler):
     def __init__(self, app: AsyncApp, *, max_in_flight: int, **kwargs):
         super().__init__(app, **kwargs)
         self._intake = asyncio.Semaphore(max_in_flight)
+        self.metrics = None  # bot/metrics.py DeskhandMetrics: ack latency
 
     async def handle(self, client, req) -> None:  # type: ignore[override]
+        received = time.perf_counter()
         async with self._intake:
-            await super().handle(client, req)
+            await super().handle(client, req)  # returns once the ack is sent
+        if self.metrics is not None:
+            self.metrics.ack_sent(req.type, time.perf_counter() - received)
 
 
 @dataclass
@@ -166,7 +171,7 @@ async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
     With a `mail_mirror` (bot/slack/mail_mirror.py), email conversations are mirrored into the
     support channel and its posts sent by this app's retrier."""
     settings = runtime.settings
-    options = options or SlackOptions()
+    options = options or SlackOptions(ping_interval_s=settings.slack_ping_interval_s)
     credentials = credentials or slack_credentials(settings)
     async with aiohttp.ClientSession() as http:
         pairs = []
@@ -184,7 +189,7 @@ async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
         ops = SlackOps(runtime, responder, directory)
         slash = SlashCommands(runtime, responder, directory, ops, jobs, http,
                               progress_interval_s=options.progress_interval_s)
-        surface = SlackSurface(teams, responder, ops, slash, HomeTab(runtime, teams), jobs)
+        surface = SlackSurface(teams, responder, ops, slash, HomeTab(runtime, teams, directory), jobs)
         services = {"orchestrator": runtime.orchestrator, "store": runtime.store, "directory": directory,
                     "responder": responder, "ops": ops, "commands": slash, "home": surface.home, "jobs": jobs}
         runtime.orchestrator.responders["slack"] = responder
@@ -201,6 +206,7 @@ async def serve(runtime, *, credentials: list[SlackCredentials] | None = None,
                         handler = IntakeHandler(build_app(team, services), app_token=creds.app_token,
                                                 ping_interval=options.ping_interval_s,
                                                 max_in_flight=options.max_in_flight)
+                        handler.metrics = getattr(runtime, "metrics", None)
                         surface.handlers.append(handler)
                         await handler.connect_async()
                         log.info("slack_connected", team_id=team.team_id, bot_user_id=team.bot_user_id)

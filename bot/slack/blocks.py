@@ -143,6 +143,22 @@ def decided_card(card_blocks: Blocks, *, status: str, decider: str, when: dateti
     return f"{verdict} by a teammate", kept + [section(line)]
 
 
+def expired_card(card_blocks: Blocks, *, when: datetime) -> tuple[str, Blocks]:
+    """The approval card after its time ran out (bot/timers.py): no buttons, and why."""
+    line = (f"⌛ Expired on {slack_date(when)}: nobody decided in time, so no refund was made. "
+            "The customer was told and can ask again.")
+    kept = [b for b in card_blocks if b.get("type") != "actions"]
+    return "⌛ Refund request expired", kept + [section(line)]
+
+
+def handoff_reminder(*, where: str, waited: str, usergroup: str = "") -> tuple[str, Blocks]:
+    """A ping in a handoff card's thread: nobody has answered that conversation yet."""
+    group = f"<!subteam^{usergroup}> " if usergroup.isalnum() else ""
+    line = (f"⏰ {group}Nobody has answered this conversation for {escape(waited)}: {where}. "
+            "Reply to the customer there, or hand it back to Deskhand.")
+    return f"⏰ {group}A handed-off conversation has waited {escape(waited)}", [section(line)]
+
+
 def handoff_card(*, session_id: str, who: str, where: str, reason: str, excerpt: str) -> tuple[str, Blocks]:
     """The card in the support channel when a conversation is handed to a human."""
     text = "A conversation needs a human"
@@ -215,22 +231,32 @@ def progress(label: str, done: int, total: int, current: str = "") -> str:
     return line + (f" · {escape(current)}" if current else "")
 
 
-def home(*, kb: dict[str, Any] | None, pending: list[dict], handoffs: list[dict],
-         today: dict[str, int]) -> dict:
-    """The App Home tab: the knowledge base, what waits for people, and today's figures."""
+def kb_facts_text(facts: list[tuple[str, str]], title: str = "*Knowledge base*") -> str:
+    """The KB's facts (bot/kb_status.py `kb_facts`) as one mrkdwn section text."""
+    rows = "\n".join(f"• {escape(label)}: {escape(value)}" for label, value in facts[:12])
+    return truncate(f"{title}\n{rows}", SECTION_LIMIT)
+
+
+def _listing(title: str, items: list[dict], empty: str) -> dict:
+    lines = [f"• {item['summary']}" for item in items[:10]] or [empty]
+    more = f"\n…and {len(items) - 10} more" if len(items) > 10 else ""
+    return section(truncate(f"*{title} ({len(items)})*\n" + "\n".join(lines) + more, SECTION_LIMIT))
+
+
+def home(*, kb: list[tuple[str, str]] | None, pending: list[dict], handoffs: list[dict],
+         today: dict[str, int], everyone: bool = True) -> dict:
+    """The App Home tab: the knowledge base, what waits for people, and today's figures.
+    `everyone` False: the lists are the viewer's own (they are not an approver or admin)."""
     blocks: Blocks = [{"type": "header", "text": {"type": "plain_text", "text": "Deskhand"}}]
-    if kb is None:
-        blocks.append(section("*Knowledge base*\nNot configured."))
-    else:
-        facts = "\n".join(f"• {escape(str(k))}: {escape(str(v))}" for k, v in list(kb.items())[:10])
-        blocks.append(section(truncate(f"*Knowledge base*\n{facts}", SECTION_LIMIT)))
+    blocks.append(section("*Knowledge base*\nNot configured.") if kb is None else section(kb_facts_text(kb)))
     blocks.append({"type": "divider"})
-    lines = [f"• {p['summary']}" for p in pending[:10]] or ["Nothing waiting."]
-    more = f"\n…and {len(pending) - 10} more" if len(pending) > 10 else ""
-    blocks.append(section(truncate(f"*Pending approvals ({len(pending)})*\n" + "\n".join(lines) + more, SECTION_LIMIT)))
-    lines = [f"• {h['summary']}" for h in handoffs[:10]] or ["No conversation is with a human."]
-    more = f"\n…and {len(handoffs) - 10} more" if len(handoffs) > 10 else ""
-    blocks.append(section(truncate(f"*Open handoffs ({len(handoffs)})*\n" + "\n".join(lines) + more, SECTION_LIMIT)))
+    if everyone:
+        blocks.append(_listing("Pending approvals", pending, "Nothing waiting."))
+        blocks.append(_listing("Open handoffs", handoffs, "No conversation is with a human."))
+    else:
+        blocks.append(_listing("Your requests waiting for approval", pending, "Nothing waiting."))
+        blocks.append(_listing("Your conversations with a human", handoffs, "None."))
+        blocks.append(context("Approvers and admins see every pending request and handoff here."))
     blocks.append({"type": "divider"})
     blocks.append(section(f"*Today* · messages answered: *{today.get('answered', 0)}* · "
                           f"handoffs: *{today.get('handoffs', 0)}* · approvals: *{today.get('approvals', 0)}*"))

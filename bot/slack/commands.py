@@ -18,7 +18,9 @@ import aiohttp
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.hands.tools.escalate_to_human import HANDED_OFF
+from bot.kb_status import kb_facts, kb_folder, kb_summary
 from bot.logs import get_logger
+from bot.shadow import shadow_surfaces
 from bot.slack import blocks as bk
 from bot.slack.ids import parse_session_id, session_id
 from bot.slack.mrkdwn import escape
@@ -108,23 +110,20 @@ class SlashCommands:
         lines = [
             "*Deskhand status*",
             f"• Connected: Socket Mode · support channel {f'<#{policy.support_channel}>' if policy.support_channel else 'not set'}"
-            + (" · *shadow mode* (answers are recorded, not posted)" if policy.shadow_mode else ""),
+            + (f" · *shadow mode* on {shadow_surfaces(policy)} (answers are recorded, not sent)"
+               if shadow_surfaces(policy) else ""),
             f"• Today: {today['answered']} messages answered · {today['handoffs']} handoffs · {today['approvals']} approval decisions",
             f"• Waiting: {len(pending)} approvals · {len(handoffs)} conversations with a human · "
             f"{len(outbox)} Slack posts waiting to be sent",
-            f"• Knowledge base: {'configured' if self.runtime.kb is not None else 'not configured'}",
+            f"• Knowledge base: {escape(kb_summary(await self.runtime.kb_state(team_id)))}"
+            if self.runtime.kb is not None else "• Knowledge base: not configured",
         ]
         return "\n".join(lines)
 
     async def kb_status(self, team_id: str) -> str:
         if self.runtime.kb is None:
             return KB_NOT_CONFIGURED
-        try:
-            status = describe(await asyncio.to_thread(self.runtime.kb.status, team_id))
-        except Exception:
-            log.exception("kb_status_failed")
-            return "I couldn't read the knowledge base's status just now."
-        return "*Knowledge base*\n" + "\n".join(f"• {escape(str(k))}: {escape(str(v))}" for k, v in status.items())
+        return bk.kb_facts_text(kb_facts(await self.runtime.kb_state(team_id)))
 
     # -- kb reload ---------------------------------------------------------------------------
     async def start_kb_reload(self, cmd: Slash) -> str:
@@ -164,7 +163,7 @@ class SlashCommands:
         except SEND_ERRORS:
             ts = None  # e.g. Deskhand is not in this channel: only the final result is sent
         reload = asyncio.create_task(asyncio.to_thread(
-            self.runtime.kb.reload, cmd.team, self.runtime.settings.kb_dir, progress=progress))
+            self.runtime.kb.reload, cmd.team, kb_folder(self.runtime.settings, cmd.team), progress=progress))
         try:
             last = float("-inf")
             while ts is not None and not reload.done():

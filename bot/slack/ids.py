@@ -1,7 +1,9 @@
 """How Slack conversations and messages are named inside Deskhand.
 
 A conversation is a Slack thread, so its session id is `slack:<team>:<channel>:<thread_ts>`,
-with the team first: no two workspaces can ever share a session. An inbound message's
+with the team first: no two workspaces can ever share a session. (In a DM a top-level
+message may instead join the person's open case there, so one conversation can span
+several threads: bot/conversations.py.) An inbound message's
 envelope id is `slack:<team>:<channel>:<ts>`, fixed by the message itself, so the same
 message delivered twice (a retry, or as both `message` and `app_mention`) is stored once.
 """

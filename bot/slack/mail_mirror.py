@@ -28,6 +28,7 @@ from typing import Any
 
 from bot.contracts import MessageEnvelope
 from bot.logs import get_logger
+from bot.shadow import is_shadow
 from bot.slack import blocks as bk
 from bot.slack.responder import redacted_transcript
 
@@ -102,7 +103,7 @@ class SlackMailMirror:
     # -- queueing ------------------------------------------------------------------------------
     def _support(self, tenant_id: str) -> str | None:
         policy = self.settings.policy(tenant_id)
-        return None if policy.shadow_mode else (policy.support_channel or None)
+        return None if is_shadow(policy, "email") else (policy.support_channel or None)
 
     async def _in_thread(self, tenant_id: str, session_id: str, text: str, blocks: list[dict], *, key: str,
                          envelope: MessageEnvelope | None = None, record: dict | None = None) -> None:

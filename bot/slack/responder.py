@@ -28,6 +28,7 @@ from slack_sdk.errors import SlackApiError
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
 from bot.redact import mask_pii
+from bot.shadow import is_shadow
 from bot.slack import blocks as bk
 from bot.slack.client import SlackTeam
 from bot.slack.ids import parse_session_id, placeholder_key
@@ -74,8 +75,8 @@ class SlackResponder:
     # -- placeholder -------------------------------------------------------------------------
     def acknowledge(self, envelope) -> None:
         """Start posting the placeholder for a freshly accepted message (does not wait)."""
-        if self.settings.policy(envelope.tenant_id).shadow_mode:
-            return
+        if is_shadow(self.settings.policy(envelope.tenant_id), envelope.channel.value):
+            return  # a shadow turn posts nothing, not even its placeholder
         placeholder = _Placeholder(asyncio.get_running_loop().create_future())
         self._placeholders[envelope.id] = placeholder
         while len(self._placeholders) > MAX_INFLIGHT_PLACEHOLDERS:  # turns that never deliver
@@ -122,7 +123,8 @@ class SlackResponder:
         Look for Deskhand's placeholder after the message in its thread, so the answer
         replaces it instead of leaving "Looking into it…" behind. One call, on resumed turns only."""
         meta, team = envelope.metadata, self.teams.get(envelope.tenant_id)
-        if team is None or "message_ts" not in meta or self.settings.policy(envelope.tenant_id).shadow_mode:
+        shadow = is_shadow(self.settings.policy(envelope.tenant_id), envelope.channel.value)
+        if team is None or "message_ts" not in meta or shadow:
             return None
         try:
             response = await team.client.conversations_replies(
@@ -155,11 +157,23 @@ class SlackResponder:
 
     async def notify(self, session: dict, text: str, **info: Any) -> None:
         ref = parse_session_id(session["id"])
-        if ref is None or self.settings.policy(ref.team).shadow_mode:
+        if ref is None or is_shadow(self.settings.policy(ref.team), session["channel"]):
             return
         fallback, blocks = bk.notice(text)
-        await self.send({"op": "post", "team": ref.team, "channel": ref.channel, "thread_ts": ref.thread_ts,
-                         "text": fallback, "blocks": blocks}, session_id=session["id"])
+        payload = {"op": "post", "team": ref.team, "channel": ref.channel,
+                   "thread_ts": await self._notice_thread(session["id"], ref), "text": fallback, "blocks": blocks}
+        if info.get("key"):  # a notice that may be sent again after a crash: the outbox key posts it once
+            await self.queue(payload, session_id=session["id"], key=f"notice:{info['key']}")
+            return
+        await self.send(payload, session_id=session["id"])
+
+    async def _notice_thread(self, session_id: str, ref) -> str:
+        """Where a notice goes: the conversation's thread, or in a DM (where one conversation
+        may span several top-level messages, bot/conversations.py) under its newest message."""
+        if not ref.channel.startswith("D"):
+            return ref.thread_ts
+        latest = await self.store.inbox_latest(session_id)
+        return latest.metadata.get("thread_ts", ref.thread_ts) if latest else ref.thread_ts
 
     # -- cards in the support channel --------------------------------------------------------
     async def post_approval_card(self, envelope, action_id: str) -> None:
@@ -188,7 +202,7 @@ class SlackResponder:
             return
         team_id = session["tenant_id"]
         support = self.settings.policy(team_id).support_channel
-        if not support or team_id not in self.teams or self.settings.policy(team_id).shadow_mode:
+        if not support or team_id not in self.teams or is_shadow(self.settings.policy(team_id), session["channel"]):
             log.warning("handoff_card_not_posted", session_id=session_id)
             return
         if parse_session_id(session_id) is None and self.mail_mirror is not None:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from bot.contracts import Citation
 from bot.hands.context import HandContext
-from bot.hands.errors import KBUnavailable
+from bot.hands.errors import KBIndexing, KBUnavailable
 from bot.hands.registry import hand
 
 
@@ -33,7 +33,11 @@ class KbResults(BaseModel):
 async def search_kb(ctx: HandContext, args: SearchKbArgs) -> KbResults:
     """Search the help centre and return up to 3 passages with their citations."""
     kb = ctx.kb
-    if kb is None or not await asyncio.to_thread(kb.is_available, ctx.tenant_id):
+    if kb is None:
+        raise KBUnavailable("no knowledge base is configured")
+    if not await asyncio.to_thread(kb.is_available, ctx.tenant_id):
+        if getattr(kb, "is_indexing", None) is not None and kb.is_indexing(ctx.tenant_id):
+            raise KBIndexing("the knowledge base is being built")
         raise KBUnavailable("the knowledge base is empty or stale")
     hits = await asyncio.to_thread(kb.search, ctx.tenant_id, args.query, ctx.channel, args.top_k)
     return KbResults(hits=[
