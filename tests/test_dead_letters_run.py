@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +18,10 @@ from bot.brain.drafting import SAFE_FAILURE
 from bot.dead_letters import PROCESS_STOPPED
 from bot.slack import blocks as bk
 from bot.store import DELIVERED, Store
+from deskhand_process import DESKHAND, run_env, start_run, stop_run
 from slack_emulator import SlackEmulator, Workspace
 from tests.shop_server import ShopServer
 
-DESKHAND = str(Path(sys.executable).with_name("deskhand"))
 ACME, ALICE, LEAD, SUPPORT = "T0ACME0001", "U0ALICE01", "U0LEAD001", "C0SUPPORT1"
 
 
@@ -45,29 +43,16 @@ async def shop():
     await server.stop()
 
 
-def run_env(tmp_path: Path, emu: SlackEmulator, shop: ShopServer) -> dict:
+def shop_env(tmp_path: Path, emu: SlackEmulator, shop: ShopServer) -> dict:
     tenants = tmp_path / "tenants.yml"
     tenants.write_text(json.dumps({"tenants": {ACME: {
         "name": "Acme", "support_channel": SUPPORT, "approvers": [LEAD],
         "backend": {"base_url": shop.url, "token": "shop-token", "timeout_s": 60}}}}))
-    return {**os.environ, "DESKHAND_HOME": str(tmp_path / "home"), "DESKHAND_KB_DIR": str(tmp_path / "no-kb"),
-            "DESKHAND_TENANTS_FILE": str(tenants), "DESKHAND_TOOL_TIMEOUT_S": "60", "DESKHAND_OPS_PORT": "0",
-            "SLACK_BOT_TOKEN": emu.team.bot_token, "SLACK_APP_TOKEN": emu.team.app_token,
-            "DESKHAND_SLACK_API_URL": emu.api_url}
-
-
-async def start(env: dict, err: Path) -> asyncio.subprocess.Process:
-    with open(err, "ab") as errors:
-        proc = await asyncio.create_subprocess_exec(DESKHAND, "run", env=env, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=errors)
-    line = await asyncio.wait_for(proc.stdout.readline(), 240)  # printed once connected
-    assert b"connected to Slack" in line, err.read_text()
-    return proc
+    return run_env(emu, tmp_path / "home", DESKHAND_TENANTS_FILE=str(tenants), DESKHAND_TOOL_TIMEOUT_S="60")
 
 
 async def stop(proc: asyncio.subprocess.Process, err: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 60) == 0, err.read_text()
+    assert await stop_run(proc) == 0, err.read_text()
 
 
 async def cli(env: dict, *args: str) -> tuple[int, str, str]:
@@ -84,13 +69,13 @@ def answers(emu: SlackEmulator, channel: str, text: str) -> list:
 
 
 async def test_a_message_that_kills_deskhand_run_three_times_is_dead_lettered(emu, shop, tmp_path):
-    env, err = run_env(tmp_path, emu, shop), tmp_path / "run.err"
+    env, err = shop_env(tmp_path, emu, shop), tmp_path / "run.err"
     shop.script("order", "hang")
     dm = emu.dm(ACME, ALICE, "where is order A-2001?")
     channel = dm["channel"]
 
     for kill in range(1, 4):  # the message arrives, then every restart resumes it: three kills
-        proc = await start(env, err)
+        proc = await start_run(env, err)
         if kill == 1:
             await emu.push_event(ACME, dm)
         await shop.wait_for_requests(kill, route="order", timeout=120)
@@ -102,7 +87,7 @@ async def test_a_message_that_kills_deskhand_run_three_times_is_dead_lettered(em
     assert row["attempts"] == 3 and store.message_for(row["id"]) is None
     store.close()
 
-    proc = await start(env, err)  # the fourth start dead-letters it instead of running it
+    proc = await start_run(env, err)  # the fourth start dead-letters it instead of running it
     try:
         await emu.wait_for(lambda e: answers(e, channel, SAFE_FAILURE[:40]), timeout=120)
         await shop.wait_for_requests(1, route="ticket", timeout=60)
@@ -127,7 +112,7 @@ async def test_a_message_that_kills_deskhand_run_three_times_is_dead_lettered(em
     code, out, stderr = await cli(env, "dlq", "retry", row["id"], "--as", LEAD)
     assert code == 0, stderr
     shop.script("order", "ok")
-    proc = await start(env, err)
+    proc = await start_run(env, err)
     try:
         await emu.wait_for(lambda e: answers(e, channel, "A-2001 has shipped"), timeout=120)
     finally:

@@ -4,11 +4,7 @@ emulator, plus the rules themselves and the surfaces that must stay as they are.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sqlite3
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,6 +13,7 @@ from bot.contracts import Channel, MessageEnvelope
 from bot.conversations import continues_because, place_dm_message
 from bot.slack.ids import message_id, session_id
 from bot.store import AsyncStore, Store
+from deskhand_process import deskhand_run, run_env
 from tests.test_slack_app import (ACME, ALICE, BOB, CAROL, DAVE, ERIN, SUPPORT, answered, approve_click,  # noqa: F401
                                   deskhand, emu, posts, settings)
 
@@ -59,18 +56,8 @@ async def test_deskhand_run_continues_a_dm_case_answered_at_the_top_level(emu, s
     """"I want a refund", then "A-1120" at the top level of the DM: a refund proposal. In
     another DM, or after the case went quiet for days, "A-1120" is a new conversation."""
     home = tmp_path / "run-home"
-    env = {**os.environ, "DESKHAND_HOME": str(home), "DESKHAND_KB_DIR": str(tmp_path / "no-kb"),
-           "DESKHAND_TENANTS_FILE": str(settings.tenants_file), "SLACK_BOT_TOKEN": emu.team.bot_token,
-           "SLACK_APP_TOKEN": emu.team.app_token, "DESKHAND_SLACK_API_URL": emu.api_url,
-           "DESKHAND_OPS_PORT": "0"}
-    err = tmp_path / "run.err"
-    with open(err, "wb") as errors:
-        proc = await asyncio.create_subprocess_exec(str(Path(sys.executable).with_name("deskhand")), "run", env=env,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=errors)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 240)  # printed once connected
-        assert b"connected to Slack" in line, err.read_text()
-
+    env = run_env(emu, home, DESKHAND_TENANTS_FILE=str(settings.tenants_file))
+    async with deskhand_run(env, tmp_path / "run.err"):
         async def ask(user: str, text: str, expect: str, count: int = 1):
             dm = emu.dm(ACME, user, text)
             await emu.push_event(ACME, dm)
@@ -91,10 +78,6 @@ async def test_deskhand_run_continues_a_dm_case_answered_at_the_top_level(emu, s
         carol_session = session_id(ACME, carol_first["channel"], carol_first["ts"])
         age_conversation(home / "deskhand.db", carol_session, days=2)
         carol, carol_answer = await ask(CAROL, "A-1120", "A-1120")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 60)
-    assert code == 0, err.read_text()
 
     store = Store(home / "deskhand.db")
     try:

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 import threading
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -27,6 +24,7 @@ from kb_loader import KnowledgeBase
 from kb_loader.encoder import get_encoder
 from kb_loader.freshness import read_record
 from kb_loader.runs import read_runs
+from deskhand_process import DESKHAND, deskhand_run, run_env
 from test_slack_app import (ACME, ALICE, BOB, CAROL, DAVE, ERIN, GINA, GLOBEX, GLOBEX_SUPPORT, GUS, SUPPORT,
                             answered, emu, section_texts)
 
@@ -80,25 +78,13 @@ async def until(probe, what: str, timeout: float = DEADLINE_S):
 
 
 @asynccontextmanager
-async def deskhand_run(emu, tmp_path: Path, env_extra: dict):
+async def both_workspaces_run(emu, tmp_path: Path, env_extra: dict):
     """`deskhand run` from a fresh home, connected to both workspaces (one Slack app each)."""
     globex = emu.workspace(GLOBEX)
-    env = {**os.environ, "DESKHAND_HOME": str(tmp_path / "run-home"), "SLACK_BOT_TOKEN": emu.team.bot_token,
-           "SLACK_APP_TOKEN": emu.team.app_token, "DESKHAND_SLACK_API_URL": emu.api_url,
-           "DESKHAND_OPS_PORT": "0", **env_extra,
-           "DESKHAND_SLACK_WORKSPACES": json.dumps([{"bot_token": globex.bot_token, "app_token": globex.app_token}])}
-    err = tmp_path / "run.err"
-    with open(err, "wb") as errors:
-        proc = await asyncio.create_subprocess_exec(str(Path(sys.executable).with_name("deskhand")), "run", env=env,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=errors)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 240)  # printed once connected
-        assert b"connected to Slack" in line, err.read_text()
+    env = run_env(emu, tmp_path / "run-home", **env_extra,
+                  DESKHAND_SLACK_WORKSPACES=json.dumps([{"bot_token": globex.bot_token, "app_token": globex.app_token}]))
+    async with deskhand_run(env, tmp_path / "run.err"):
         yield env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 60)
-    assert code == 0, err.read_text()
 
 
 def sources(call) -> str:
@@ -108,7 +94,7 @@ def sources(call) -> str:
 async def test_deskhand_run_builds_each_tenants_own_kb_and_reloads_it_on_schedule(emu, tmp_path):
     tenants, shared = folders(tmp_path)
     home = tmp_path / "run-home"
-    async with deskhand_run(emu, tmp_path, {"DESKHAND_TENANTS_FILE": str(tenants), "DESKHAND_KB_DIR": str(shared),
+    async with both_workspaces_run(emu, tmp_path, {"DESKHAND_TENANTS_FILE": str(tenants), "DESKHAND_KB_DIR": str(shared),
                                             "DESKHAND_KB_RELOAD_MINUTES": "0.02"}) as env:
         # Nobody runs `deskhand kb reload`: the process builds both indexes itself.
         for tenant in (ACME, GLOBEX):
@@ -134,7 +120,7 @@ async def test_deskhand_run_builds_each_tenants_own_kb_and_reloads_it_on_schedul
         await emu.wait_for(lambda e: e.team.home_views.get(CAROL))
         home_tab = " ".join(section_texts(emu.team.home_views[CAROL]["blocks"]))
         cli = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("deskhand")), "kb", "status", "--tenant", ACME, "--json",
+            DESKHAND, "kb", "status", "--tenant", ACME, "--json",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, _ = await asyncio.wait_for(cli.communicate(), 120)
 
@@ -265,7 +251,7 @@ async def test_the_eval_is_scheduled_by_the_cron_setting(tmp_path):
 
 async def test_app_home_lists_others_refunds_and_handoffs_only_to_approvers_and_admins(emu, tmp_path):
     tenants, shared = folders(tmp_path)
-    async with deskhand_run(emu, tmp_path, {"DESKHAND_TENANTS_FILE": str(tenants), "DESKHAND_KB_DIR": str(shared)}):
+    async with both_workspaces_run(emu, tmp_path, {"DESKHAND_TENANTS_FILE": str(tenants), "DESKHAND_KB_DIR": str(shared)}):
         refund = emu.dm(ACME, ALICE, "I want a refund for A-1120")
         await emu.push_event(ACME, refund)
         await emu.wait_for_call("chat.postMessage", lambda c: c.params["channel"] == SUPPORT

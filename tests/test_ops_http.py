@@ -5,10 +5,7 @@ Nothing sleeps to synchronise: tests poll an endpoint or a file until a deadline
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from bot.metrics import DeskhandMetrics
 from bot.ops_http import serve_ops
 from bot.runtime import open_runtime
 from bot.slack import blocks as bk
+from deskhand_process import deskhand_run, run_env
 from slack_emulator import SlackEmulator, Workspace
 
 ACME, ALICE = "T0ACME0001", "U0ALICE01"
@@ -75,17 +73,8 @@ async def readyz(http, url) -> tuple[int, dict]:
 
 async def test_deskhand_run_serves_health_readiness_and_metrics(emu, tmp_path):
     home = tmp_path / "run-home"
-    env = {**os.environ, "DESKHAND_HOME": str(home), "DESKHAND_KB_DIR": str(tmp_path / "no-kb"),
-           "SLACK_BOT_TOKEN": emu.team.bot_token, "SLACK_APP_TOKEN": emu.team.app_token,
-           "DESKHAND_SLACK_API_URL": emu.api_url, "DESKHAND_OPS_PORT": "0",
-           "DESKHAND_SLACK_PING_INTERVAL_S": "0.2"}
-    err = tmp_path / "run.err"
-    with open(err, "wb") as errors:
-        proc = await asyncio.create_subprocess_exec(str(Path(sys.executable).with_name("deskhand")), "run", env=env,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=errors)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 240)  # printed once connected
-        assert b"connected to Slack" in line, err.read_text()
+    env = run_env(emu, home, DESKHAND_SLACK_PING_INTERVAL_S="0.2")
+    async with deskhand_run(env, tmp_path / "run.err") as proc:
         port_file = home / "ops.port"
         port = await poll(lambda: asyncio.sleep(0, port_file.read_text().strip() if port_file.exists() else ""),
                           str.isdigit, "ops.port")
@@ -119,10 +108,6 @@ async def test_deskhand_run_serves_health_readiness_and_metrics(emu, tmp_path):
             reconnect.set()
             await poll(lambda: readyz(http, url), lambda r: r[0] == 200, "200 after the reconnect")
             assert emu.connections_opened == 2
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 60)
-    assert code == 0, err.read_text()
     assert not (home / "ops.port").exists()  # a stopped process leaves no port to probe
 
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,11 +23,11 @@ from bot.runtime import open_runtime
 from bot.shadow import is_shadow
 from bot.slack.app import SlackCredentials
 from bot.store import Store
+from deskhand_process import DESKHAND, deskhand_run, run_env
 from test_mail_bridge import Relay, email, eventually, send
 from test_orchestrator import ScriptedPlanner
 from test_slack_app import ACME, ALICE, FAST, SUPPORT, TENANTS, answered, emu, rules  # noqa: F401 - emu is a fixture
 
-DESKHAND = str(Path(sys.executable).with_name("deskhand"))
 INITIAL_REFUNDS = len(json.loads((FIXTURES / "shop.json").read_text())["refunds"])
 MESSAGES = ["I want a refund for A-1120", "I need to talk to a human",
             "open a ticket, my payment failed twice", "what payment methods do you accept?"]
@@ -197,31 +194,14 @@ async def test_live_in_slack_and_shadow_on_email_answers_the_dm_and_sends_no_ema
 # ------------------------------------------------------------------ the real process
 
 
-async def start_deskhand(env: dict, err: Path) -> asyncio.subprocess.Process:
-    with open(err, "ab") as errors:
-        proc = await asyncio.create_subprocess_exec(DESKHAND, "run", env=env, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=errors)
-    line = await asyncio.wait_for(proc.stdout.readline(), 240)  # printed once connected
-    assert b"connected to Slack" in line, err.read_text()
-    return proc
-
-
-async def stop_deskhand(proc: asyncio.subprocess.Process, err: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 60) == 0, err.read_text()
-
-
 async def test_deskhand_run_in_shadow_acts_and_posts_nothing_and_answers_once_switched_off(emu, tmp_path):
     home, err = tmp_path / "run-home", tmp_path / "run.err"
     tenants = tenants_with(tmp_path, SHADOW_ALL)
-    env = {**os.environ, "DESKHAND_HOME": str(home), "DESKHAND_KB_DIR": str(tmp_path / "no-kb"),
-           "DESKHAND_TENANTS_FILE": str(tenants), "SLACK_BOT_TOKEN": emu.team.bot_token,
-           "SLACK_APP_TOKEN": emu.team.app_token, "DESKHAND_SLACK_API_URL": emu.api_url, "DESKHAND_OPS_PORT": "0"}
+    env = run_env(emu, home, DESKHAND_TENANTS_FILE=str(tenants))
     db, shop = home / "deskhand.db", home / "shop.db"
     first = emu.dm(ACME, ALICE, MESSAGES[0])
     channel = first["channel"]
-    proc = await start_deskhand(env, err)
-    try:
+    async with deskhand_run(env, err):
         await emu.push_event(ACME, first)
         for text in MESSAGES[1:]:  # in the first message's thread: one conversation
             await emu.push_event(ACME, emu.dm(ACME, ALICE, text, thread_ts=first["ts"]))
@@ -230,8 +210,6 @@ async def test_deskhand_run_in_shadow_acts_and_posts_nothing_and_answers_once_sw
                                          env=env, capture_output=True, text=True, timeout=120)
         report_json = await asyncio.to_thread(subprocess.run, [DESKHAND, "report", "--shadow", "--json"],
                                               env=env, capture_output=True, text=True, timeout=120)
-    finally:
-        await stop_deskhand(proc, err)
 
     posted = [c for c in emu.calls if c.method in ("chat.postMessage", "chat.update")
               and c.params.get("channel") == channel]
@@ -251,13 +229,10 @@ async def test_deskhand_run_in_shadow_acts_and_posts_nothing_and_answers_once_sw
 
     # Shadow off: the same conversation is answered, not left silent by a would-be handoff.
     tenants.write_text(TENANTS)
-    proc = await start_deskhand(env, err)
-    try:
+    async with deskhand_run(env, err):
         later = emu.dm(ACME, ALICE, "where is order A-1042?", thread_ts=first["ts"])
         await emu.push_event(ACME, later)
         answer = await emu.wait_for_call("chat.update", answered(channel, "A-1042"), timeout=60)
-    finally:
-        await stop_deskhand(proc, err)
 
     placeholder = next(c for c in emu.calls_to("chat.postMessage") if c.params["channel"] == channel)
     assert placeholder.params["thread_ts"] == first["ts"] and answer.params["ts"] == placeholder.response["ts"]

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -22,13 +19,11 @@ from bot.slack import blocks as bk
 from bot.slack.ids import session_id
 from bot.store import Store
 from bot.timers import Timers
+from deskhand_process import run_env, start_run, stop_run
 from test_slack_app import (  # noqa: F401  (emu and settings are fixtures)
     ACME, ALICE, BOB, GENERAL, SUPPORT, TENANTS, answered, approve_click, deskhand, emu, ephemeral_to, posts,
     refund_card, section_texts, settings,
 )
-
-DESKHAND = str(Path(sys.executable).with_name("deskhand"))
-
 
 def tenants_with(**policy) -> str:
     """The test tenants, with extra policy keys for Acme."""
@@ -43,23 +38,14 @@ class DeskhandRun:
         self.home = tmp_path / "run-home"
         self.log = self.home / "deskhand.log"
         self.err = tmp_path / "run.err"
-        self.env = {**os.environ, "DESKHAND_HOME": str(self.home), "DESKHAND_KB_DIR": str(tmp_path / "no-kb"),
-                    "DESKHAND_TENANTS_FILE": str(tenants), "SLACK_BOT_TOKEN": emu.team.bot_token,
-                    "SLACK_APP_TOKEN": emu.team.app_token, "DESKHAND_SLACK_API_URL": emu.api_url,
-                    "DESKHAND_OPS_ENABLED": "0", **env}
+        self.env = run_env(emu, self.home, DESKHAND_TENANTS_FILE=str(tenants), **env)
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        with open(self.err, "ab") as errors:
-            self.proc = await asyncio.create_subprocess_exec(DESKHAND, "run", env=self.env,
-                                                             stdout=asyncio.subprocess.PIPE, stderr=errors)
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 240)  # printed once connected
-        assert b"connected to Slack" in line, self.err.read_text()
+        self.proc = await start_run(self.env, self.err)
 
     async def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), 60)
-        assert code == 0, self.err.read_text()
+        assert await stop_run(self.proc) == 0, self.err.read_text()
 
     def events(self, name: str) -> list[dict]:
         if not self.log.exists():
