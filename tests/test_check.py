@@ -158,4 +158,6 @@ async def test_a_host_that_accepts_and_never_answers_is_a_cross_not_a_hang(env):
     for name in ("smtp relay", "llm"):  # the probe's own timeout, or the backstop on a busy host
         assert line(lines, name).startswith("✗") and any(word in line(lines, name) for word in ("Timeout", "no answer"))
         assert "hint:" in hint_after(lines, name)
-    assert line(lines, f"slack {ACME}").startswith("✓")
+    # The other probes still report (each has its own timeout; with a 1 s budget a loaded
+    # machine may time Slack out too, so only that it was probed is asserted).
+    assert any(ln[2:].startswith("slack ") for ln in lines), lines
