@@ -8,7 +8,10 @@
 - the same for the classifier the rules planner uses by default: lexical scores blended
   with the knowledge base's sentence encoder (all-MiniLM-L6-v2, offline);
 - oos_routed: the share of CLINC150 out-of-scope messages that the rules planner sends to a
-  clarifying question or out_of_scope (instead of confidently misrouting them).
+  clarifying question or out_of_scope (instead of confidently misrouting them);
+- oos_routed_with_kb: the same once the unsure ones are searched in the demo KB, as the rules
+  planner does: a message the KB answers confidently (bot/brain/passages.py) is answered, not
+  clarified, so it counts against the rate. `--no-kb` skips it.
 Prints one JSON object per classifier.
 """
 
@@ -40,6 +43,7 @@ def main() -> None:
     parser.add_argument("--oos", type=Path, default=ROOT.parent / "shared/data/intents/clinc150_oos_dev.jsonl")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--lexical-only", action="store_true", help="skip the encoder-based classifier")
+    parser.add_argument("--no-kb", action="store_true", help="skip searching the demo KB for unsure messages")
     args = parser.parse_args()
     if not args.bitext.exists():
         args.bitext = DATA / "bitext_intents.jsonl"
@@ -61,9 +65,41 @@ def main() -> None:
         encode_s = time.perf_counter() - t0
         result = evaluate("lexical + MiniLM encoder kNN (default)", bitext, extra, oos, args.folds, encoder, vectors)
         result["example_encoding_s_uncached"] = round(encode_s, 2)
+        if not args.no_kb:
+            clf = IntentClassifier(bitext + extra, encoder=encoder, known_vectors=vectors)
+            unsure = [t for t, _ in oos if _unsure(clf.classify(t))]
+            answered = kb_answered(unsure, encoder)
+            result["oos_answered_from_kb"] = answered
+            result["oos_routed_with_kb"] = round(result["oos_routed_to_clarify_or_oos"] - len(answered) / len(oos), 4)
         results.append(result)
     for result in results:
         print(json.dumps(result))
+
+
+def _unsure(guess) -> bool:
+    return guess.intent == "out_of_scope" or guess.confidence < THRESHOLD
+
+
+def kb_answered(texts: list[str], encoder) -> list[str]:
+    """The texts the demo KB answers confidently, searched as search_kb does (cli channel)."""
+    import tempfile
+
+    from bot.brain.passages import best_passage
+    from bot.config import FIXTURES, load_settings
+    from kb_loader import KnowledgeBase
+
+    with tempfile.TemporaryDirectory(prefix="deskhand-bench-") as home:
+        settings = load_settings(home=Path(home))
+        kb = KnowledgeBase(settings, encoder=encoder)
+        kb.reload(settings.default_tenant, FIXTURES / "kb")
+        answered = []
+        for text in texts:
+            hits = [h.model_dump() for h in kb.search(settings.default_tenant, text, "cli", 3)
+                    if h.relevance >= settings.kb_relevance_floor]
+            pick = best_passage(text, hits, encoder) if hits else None
+            if pick is not None and pick.confident:
+                answered.append(text)
+        return answered
 
 
 def evaluate(name, bitext, extra, oos, folds, encoder, vectors) -> dict:

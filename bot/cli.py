@@ -34,14 +34,23 @@ class TerminalResponder:
         print_reply(outcome)
 
     async def notify(self, session: dict, text: str, **info: Any) -> None:
-        console.print(f"[bold magenta]deskhand (to {session['id']})[/]: {text}")
+        console.print(f"[bold magenta]deskhand (to {session['id']})[/]: {terminal_text(text)}", highlight=False)
+
+
+def terminal_text(reply: str) -> str:
+    """A Markdown reply as plain text (bot/render.py), safe from rich's own `[markup]`."""
+    from rich.markup import escape
+
+    from bot.render import to_text
+
+    return escape(to_text(reply))
 
 
 def print_reply(outcome) -> None:
     if outcome.reply is None:
         console.print("[dim](a teammate has this conversation; Deskhand stays quiet)[/]")
         return
-    console.print(f"[bold cyan]deskhand[/]: {outcome.reply}", highlight=False)
+    console.print(f"[bold cyan]deskhand[/]: {terminal_text(outcome.reply)}", highlight=False)
     for c in outcome.citations:
         console.print(f"  [dim]source: {c.title} — {c.section} {c.url}[/]", highlight=False)
     if outcome.pending_action_id:
@@ -321,28 +330,25 @@ def pending(tenant: Optional[str] = TenantOpt) -> None:
 @app.command("eval")
 def eval_cmd(
     golden: Optional[Path] = typer.Option(None, help="Folder of golden YAML conversations."),
-    fail_under: float = typer.Option(0.0, help="Exit 1 when the turn pass rate is below this."),
+    questions: Optional[Path] = typer.Option(None, help="KB question set (YAML of question, doc_id, answer)."),
+    fail_under: float = typer.Option(0.0, help="Exit 1 when the golden turn pass rate is below this."),
+    answers_fail_under: float = typer.Option(0.0, help="Exit 1 when KB answer correctness is below this."),
 ) -> None:
-    """Run the golden conversations and print intent and tool accuracy, citation coverage,
-    and the handoff and clarification rates.
+    """Run the golden conversations and the KB question set in a throwaway home (the demo
+    shop and KB; the live store is never touched) and print intent and tool accuracy,
+    citation coverage, handoff and clarification rates, answer correctness, and citation
+    precision and recall.
 
-    Example:  deskhand eval --fail-under 1.0
+    Example:  deskhand eval --fail-under 1.0 --answers-fail-under 0.9
     """
-    from bot.evaluation import GOLDEN_DIR, run_eval
-    from bot.runtime import open_runtime
+    from bot.eval_reports import run_throwaway
 
-    settings = _settings()
-
-    async def main():
-        async with open_runtime(settings) as rt:
-            return await run_eval(rt, golden or GOLDEN_DIR)
-
-    report = _run(main())
-    for failure in report.failures:
+    golden_report, answer_report = _run(run_throwaway(_settings(), golden, questions))
+    for failure in [*golden_report.failures, *answer_report.failures]:
         typer.echo(f"FAIL {failure}", err=True)
-    summary = report.summary()
+    summary = {**golden_report.summary(), **answer_report.summary()}
     typer.echo(json.dumps(summary, indent=2))
-    if summary["pass_rate"] < fail_under:
+    if summary["pass_rate"] < fail_under or summary["answer_correctness"] < answers_fail_under:
         raise typer.Exit(1)
 
 
@@ -370,12 +376,17 @@ def replay_cmd(
     limit: int = typer.Option(200, help="How many recent stored turns to replay."),
     tenant: Optional[str] = TenantOpt,
     show_all: bool = typer.Option(False, "--all", help="Print unchanged turns too."),
+    answers: bool = typer.Option(False, "--answers", help="Re-answer with the current KB (planner, read-only "
+                                 "tools, offline drafter) and show the replies that changed."),
+    downvoted: bool = typer.Option(False, "--downvoted", help="Only turns whose answer was marked 👎."),
 ) -> None:
     """Re-plan stored messages with the current planner and show which plans changed.
 
-    Nothing runs and nothing is written.
+    With --answers, re-answer them against the current KB and show old and new reply
+    (bot/replay_answers.py). Nothing is written either way: no ticket, refund or pending action.
 
     Example:  deskhand replay --limit 500
+    Example:  deskhand replay --answers --downvoted
     """
     from bot.hands.registry import default_registry
     from bot.replay import replay
@@ -383,9 +394,16 @@ def replay_cmd(
     from bot.store import Store
 
     settings = _settings()
+    if answers:
+        from bot.replay_answers import print_answer_replay
+
+        _run(print_answer_replay(settings, limit=limit, tenant_id=tenant, downvoted=downvoted,
+                                 show_all=show_all, echo=typer.echo))
+        return
     registry = default_registry()
     store = Store(settings.db_path)
-    diffs = _run(replay(store, build_planner(settings, registry), settings, registry, limit, tenant))
+    diffs = _run(replay(store, build_planner(settings, registry), settings, registry, limit, tenant,
+                        downvoted=downvoted))
     store.close()
     for d in diffs:
         if d.changed or show_all:

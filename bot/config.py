@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.config_errors import ConfigError, load_tenants, settings_error
+from bot.brain.pii_regions import DEFAULT_PHONE_REGIONS, phone_region
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT_ROOT / "fixtures"
@@ -47,8 +48,13 @@ class TenantPolicy(BaseModel):
     # shadow on email: `shadow_channels: [email]`).
     shadow_mode: bool = False
     shadow_channels: list[Literal["slack", "email", "cli", "web"]] = Field(default_factory=list)
-    # Whether raw PII (emails, phone numbers) may go to a third-party model.
+    # Whether raw PII (emails, phones, IBANs, names, addresses, …) may go to a third-party
+    # model; when not, bot/brain/pii.py swaps them for per-turn placeholders.
     allow_pii_to_model: bool = False
+    # Regions whose national phone formats are recognised ("020 7946 0958" needs GB);
+    # numbers written with "+" are recognised whatever the list says.
+    pii_phone_regions: list[Annotated[str, AfterValidator(phone_region)]] = Field(
+        default_factory=lambda: list(DEFAULT_PHONE_REGIONS), min_length=1)
     # Overrides of the default intent -> tools mapping (DESIGN §4).
     intent_plans: dict[str, list[str]] = Field(default_factory=dict)
     # Senders whose forwarded mail is attributed to the original sender.
@@ -61,6 +67,9 @@ class TenantPolicy(BaseModel):
     # answered within this many minutes pings the support channel (0: never).
     pending_ttl_hours: float = Field(default=72.0, gt=0)
     handoff_sla_minutes: float = Field(default=30.0, ge=0)
+    # The turn deadline (bot/deadline.py): a turn still running this many seconds after it
+    # started sends what it knows so far, opens a ticket, and follows up once when done.
+    turn_sla_s: float = Field(default=6.0, gt=0)
 
     def tool_allowed(self, tool: str) -> bool:
         if tool in self.forbidden_tools:
@@ -92,6 +101,8 @@ class Settings(BaseSettings):
     clarify_threshold: float = 0.55
     # Use the KB's sentence encoder in the intent classifier (lexical only when False).
     intent_semantic: bool = True
+    # Insults, threats, harassment and hate get the neutral reply and a human (bot/abuse_turn.py).
+    abuse_filter: bool = True
     max_tool_calls: int = 3
     history_token_budget: int = 1500
 
@@ -126,6 +137,7 @@ class Settings(BaseSettings):
     kb_relevance_floor: float = 0.3
     # The nightly golden eval in `deskhand run` (bot/kb_lifecycle.py), a crontab line in UTC.
     eval_cron: str = "0 3 * * *"
+    eval_at_start: bool = False  # also run it once as `deskhand run` starts (after a deploy)
 
     # Timers: how often refund expiries and handoff SLAs are checked (also once at start).
     timers_interval_s: float = Field(default=60.0, gt=0)

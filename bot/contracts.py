@@ -122,6 +122,9 @@ class BrainPlan(BaseModel):
     awaiting: str | None = None
     # The planner offers a human instead of acting (low confidence after one clarification).
     offer_human: bool = False
+    # Unsure of the intent: the plan's search_kb step is answered from only if its best passage
+    # is a confident answer (bot/brain/passages.py); otherwise the clarification or offer stands.
+    kb_answer_if_confident: bool = False
     planner: str = "rules"
 
 

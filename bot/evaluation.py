@@ -11,11 +11,17 @@ Each file in `fixtures/golden/` is a YAML conversation:
         expect: {intent: track_order, tools: [], state: DONE, clarify: true}
       - user: A-1042
         expect: {intent: track_order, tools: [get_order_status], reply_contains: [shipped]}
+      - user: how long does delivery take
+        expect: {intent: delivery_period, reply_contains: [business days], cites: shipping/delivery-times}
       - approve: {as: U_LEAD}           # decide the conversation's last pending action
         expect: {status: approved, notice_contains: [approved]}
 
+`reply_contains` and `notice_contains` ignore case, whitespace and markup (Markdown and Slack
+mrkdwn, bot/answer_scoring.py `plain`); `cites` names the document the reply must cite.
+
 Every expectation is checked; the report gives intent accuracy, tool accuracy, citation
-coverage, and the handoff and clarification rates.
+coverage, and the handoff and clarification rates. `run_all` adds the KB question set
+(bot/answer_eval.py): answer correctness and citation precision and recall.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from bot.answer_eval import KB_QUESTIONS, AnswerReport, cited_doc_ids, contains, run_questions
 from bot.config import FIXTURES
 from bot.contracts import Channel, MessageEnvelope
 
@@ -98,7 +105,7 @@ async def run_conversation(rt, conv: dict, report: EvalReport) -> None:
             history = await rt.store.history(session, 50)
             notice = history[-1]["text"] if history else ""
             for needle in expect.get("notice_contains", []):
-                if needle.lower() not in notice.lower():
+                if not contains(notice, str(needle)):
                     report.fail(where, f"notice lacks {needle!r}: {notice!r}")
             continue
         envelope = MessageEnvelope(tenant_id=tenant, channel=channel, user_id=user, session_id=session,
@@ -130,12 +137,15 @@ async def run_conversation(rt, conv: dict, report: EvalReport) -> None:
                         for h in (r.data or {}).get("hits", [])}
             valid = bool(outcome.citations) and all(c.doc_id in returned for c in outcome.citations)
             report.citations_ok += _check(report, where, "citations", expect["citations"], valid)
-        reply = (outcome.reply or "").lower()
+        if "cites" in expect:
+            cited = cited_doc_ids(outcome.citations)
+            if expect["cites"] not in cited:
+                report.fail(where, f"cites {cited or 'nothing'}, expected {expect['cites']!r}")
         for needle in expect.get("reply_contains", []):
-            if needle.lower() not in reply:
+            if not contains(outcome.reply, str(needle)):
                 report.fail(where, f"reply lacks {needle!r}: {outcome.reply!r}")
         for needle in expect.get("reply_excludes", []):
-            if needle.lower() in reply:
+            if contains(outcome.reply, str(needle)):
                 report.fail(where, f"reply has {needle!r}: {outcome.reply!r}")
         if expect.get("silent") is not None:
             _check(report, where, "silent", expect["silent"], outcome.reply is None)
@@ -155,3 +165,10 @@ async def run_eval(rt, directory: Path = GOLDEN_DIR) -> EvalReport:
         report.conversations += 1
         await run_conversation(rt, conv, report)
     return report
+
+
+async def run_all(rt, directory: Path = GOLDEN_DIR,
+                  questions: Path = KB_QUESTIONS) -> tuple[EvalReport, AnswerReport]:
+    """The golden conversations, then the KB question set, on the same runtime."""
+    golden = await run_eval(rt, directory)
+    return golden, await run_questions(rt, questions)

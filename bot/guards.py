@@ -1,21 +1,18 @@
 """Guards around a turn: the prompt firewall on the way in, grounding on the way out.
 
 Masking of cards and secrets happens in the envelope type itself (bot/contracts.py); this
-module scores prompt injection and checks that every order ID, date and amount in a reply
-came from a tool result.
+module scores prompt injection and checks that every fact in a reply (an ID, a date, an
+amount, a percentage, a duration, in whatever form it is written: see bot/facts.py) came
+from a tool result or a passage the reply cites.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
 from bot.brain.drafting import NOT_CERTAIN, Draft
-from bot.brain.extract import ORDER_ID
-from bot.contracts import ToolResult
-
-_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
-_AMOUNT = re.compile(r"(?<![\w.])\d{1,6}\.\d{2}(?!\d)")
+from bot.contracts import Citation, ToolResult
+from bot.facts import extract_facts, sources_of, ungrounded
 
 INJECTION_PATTERNS = [
     (re.compile(r"\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|all|earlier)\b.{0,30}\b(instructions?|rules|prompts?|directions)", re.I), 0.6),
@@ -35,26 +32,19 @@ def injection_score(text: str) -> float:
 
 
 def facts_in(text: str) -> set[str]:
-    found = {m.group(0).lstrip("#").upper() for m in ORDER_ID.finditer(text)}
-    found |= set(_DATE.findall(text))
-    found |= set(_AMOUNT.findall(text))
-    return found
+    """The facts in `text`, as written."""
+    return {f.text for f in extract_facts(text)}
 
 
-def ungrounded_facts(reply: str, results: list[ToolResult]) -> set[str]:
-    """Order IDs, dates and amounts in `reply` that no tool result contains."""
-    corpus = " ".join(json.dumps(r.data, default=str) for r in results if r.data).upper()
-    numbers = {f"{float(n):.2f}" for n in re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", corpus)}
-    missing = set()
-    for fact in facts_in(reply):
-        if fact.upper() in corpus or fact in numbers:
-            continue
-        missing.add(fact)
-    return missing
+def ungrounded_facts(reply: str, results: list[ToolResult],
+                     citations: list[Citation] | None = None) -> set[str]:
+    """Facts in `reply` that no tool result, and no cited KB passage, states in any form.
+    `citations` None counts every KB hit; a list counts only the hits it names."""
+    return {f.text for f in ungrounded(reply, sources_of(results, citations))}
 
 
 def guard_reply(draft: Draft, results: list[ToolResult]) -> tuple[Draft, set[str]]:
-    missing = ungrounded_facts(draft.text, results)
+    missing = ungrounded_facts(draft.text, results, draft.citations)
     if not missing:
         return draft, missing
     return Draft(text=NOT_CERTAIN, offer_human=True, pending_action_id=draft.pending_action_id), missing

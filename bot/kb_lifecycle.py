@@ -9,14 +9,16 @@ golden conversations replayed every night.
 - Every `DESKHAND_KB_RELOAD_MINUTES` each tenant's folder is reloaded incrementally
   (kb_loader/scheduler.py); the next run is written beside the KB's records so that
   `deskhand kb status`, in another process, can show it.
-- At `DESKHAND_EVAL_CRON` (UTC) the golden conversations run against the demo shop and demo KB
-  in a throwaway home, so live data is never touched; the summary is logged and kept for status.
+- At `DESKHAND_EVAL_CRON` (UTC), and at start with `DESKHAND_EVAL_AT_START`, the golden
+  conversations and the KB question set run against the demo shop and demo KB in a throwaway
+  home, so live data is never touched; the summary is logged, kept for status and written to
+  `<home>/eval/YYYY-MM-DD.json`, and a figure lower than in the previous report is posted to
+  each Slack tenant's support channel (bot/eval_reports.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,23 +109,26 @@ def eval_settings(settings: Settings, home: Path) -> Settings:
                        "default_tenant": DEFAULT_TENANT, "log_file": None})
 
 
-async def nightly_eval(settings: Settings, golden: Path | None = None) -> dict:
-    """Run the golden conversations in a throwaway home; log and keep the summary."""
-    from bot.evaluation import GOLDEN_DIR, run_eval
-    from bot.runtime import open_runtime
+async def nightly_eval(settings: Settings, golden: Path | None = None, slack=None,
+                       questions: Path | None = None) -> dict:
+    """Run the golden conversations and the KB question set in a throwaway home; log and
+    keep the summary, write the day's report, and post any drop to the support channels."""
+    from bot.eval_reports import report_and_alert, run_throwaway
 
+    failures: list[str] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="deskhand-eval-") as home:
-            async with open_runtime(eval_settings(settings, Path(home))) as rt:
-                report = await run_eval(rt, golden or GOLDEN_DIR)
-        summary = report.summary()
+        golden_report, answer_report = await run_throwaway(settings, golden, questions)
+        summary = {**golden_report.summary(), **answer_report.summary()}
+        failures = [*golden_report.failures, *answer_report.failures]
         log.info("nightly_eval_finished", **summary)
-        for failure in report.failures[:20]:
+        for failure in failures[:20]:
             log.warning("nightly_eval_failure", failure=failure[:300])
     except Exception as exc:
         log.exception("nightly_eval_failed")
         summary = {"error": type(exc).__name__}
-    write_last_eval(settings.home, datetime.now(timezone.utc), summary)
+    finished_at = datetime.now(timezone.utc)
+    write_last_eval(settings.home, finished_at, summary)
+    await report_and_alert(settings, slack, finished_at, summary, failures)
     return summary
 
 
@@ -139,5 +144,7 @@ def register(scheduler: AsyncIOScheduler, runtime, slack) -> None:
     except ValueError as exc:  # the process still serves; the operator sees why there is no eval
         log.error("eval_cron_invalid", eval_cron=settings.eval_cron, error=str(exc))
         return
-    scheduler.add_job(nightly_eval, nightly, args=[settings], id=EVAL_JOB, name="nightly golden eval", replace_existing=True,
-                      coalesce=True, max_instances=1, misfire_grace_time=3600)
+    at_start = {"next_run_time": datetime.now(timezone.utc)} if settings.eval_at_start else {}
+    scheduler.add_job(nightly_eval, nightly, args=[settings], kwargs={"slack": slack}, id=EVAL_JOB,
+                      name="nightly golden eval", replace_existing=True, coalesce=True, max_instances=1,
+                      misfire_grace_time=3600, **at_start)

@@ -137,5 +137,8 @@ def last_eval_line(home: Path) -> str:
     summary = record.get("summary") or {}
     if "error" in summary:
         return f"{record.get('finished_at', '')[:19]} · failed to run ({summary['error']})"
-    return (f"{record.get('finished_at', '')[:19]} · pass rate {summary.get('pass_rate', '?')} · "
+    line = (f"{record.get('finished_at', '')[:19]} · pass rate {summary.get('pass_rate', '?')} · "
             f"{summary.get('turns', '?')} turns")
+    if summary.get("kb_questions"):
+        line += f" · answer correctness {summary['answer_correctness']} on {summary['kb_questions']} KB questions"
+    return line

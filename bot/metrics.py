@@ -104,6 +104,8 @@ class DeskhandMetrics:
                                       ["tool", "ok"], buckets=TOOL_BUCKETS, registry=r)
         self.ack_seconds = Histogram("deskhand_slack_ack_seconds", "Time from a Socket Mode request reaching "
                                      "Deskhand to its ack being sent.", ["type"], buckets=ACK_BUCKETS, registry=r)
+        self.degraded = Counter("deskhand_turns_degraded", "Turns past their SLA that sent a degrade reply "
+                                "(bot/deadline.py), by channel and tenant.", ["channel", "tenant"], registry=r)
         self.llm_calls = Counter("deskhand_llm_calls", "HTTP calls to a model, by model and outcome.",
                                  ["model", "ok"], registry=r)
         self.llm_tokens = Counter("deskhand_llm_tokens", "Model tokens, by model and direction (in, out).",
@@ -124,6 +126,8 @@ class DeskhandMetrics:
         for span in turn.spans:
             if span[2] == "llm_call":
                 self.llm_call(span[4])
+            elif span[2] == "DEGRADE":
+                self.degraded.labels(env.channel.value, env.tenant_id).inc()
 
     def llm_call(self, call: dict) -> None:
         model = str(call.get("model") or "unknown")

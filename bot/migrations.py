@@ -162,6 +162,15 @@ def m006_shadow_runs(db: sqlite_utils.Database) -> None:
     db["shadow_runs"].create_index(["tenant_id", "ts"])
 
 
+@migration
+def m007_feedback_reasons(db: sqlite_utils.Database) -> None:
+    # What went wrong with an answer marked 👎 (bot/feedback.py): the reasons ticked in the
+    # Slack modal (a JSON list) and an optional comment, both masked like every stored text.
+    db["feedback"].add_column("reasons", str)
+    db["feedback"].add_column("comment", str)
+    db["feedback"].create_index(["tenant_id", "ts"])
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply every migration not yet recorded. Returns the names applied now."""
     table = db["_migrations"]

@@ -7,7 +7,8 @@ The envelope is in `inbox` before any of this runs. A turn re-run after a crash 
 writes already done (idempotency keys) and its reply already stored (one reply per inbox
 row, enforced by a unique index), so every message gets exactly one reply.
 A message whose turn keeps killing the process is dead-lettered instead of started again
-(bot/dead_letters.py).
+(bot/dead_letters.py). A turn past its tenant's SLA sends what it knows meanwhile, and its
+answer later as a follow-up (bot/deadline.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from bot.brain.base import PlanContext, Planner
 from bot.brain.drafting import SAFE_FAILURE, Draft, compose
 from bot.contracts import BrainPlan, Citation, MessageEnvelope, PlanStep, ToolResult
 from bot.conversations import place_dm_message
+from bot.abuse_turn import abuse_draft, abuse_plan, acknowledge, flag_inbox
+from bot.brain.abuse import AbuseVerdict, classify as classify_abuse
 from bot.dead_letters import dead_letter, is_poison
+from bot.deadline import TurnDeadline
 from bot.guards import guard_reply, injection_score
 from bot.hands.context import HandContext
 from bot.hands.errors import HandError
@@ -109,7 +113,9 @@ class Turn:
     error: str | None = None
     # Spans are written together when the turn ends (one transaction instead of six).
     spans: list[tuple] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)  # for the turn latency metric
+    started: float = field(default_factory=time.perf_counter)  # for the turn latency metric and the SLA
+    running: list = field(default_factory=list)  # (step, task) of TOOL_LOOP, read by the deadline
+    abuse: AbuseVerdict | None = None  # ROUTE's verdict (bot/abuse_turn.py)
 
 
 def surface(channel: str) -> str:
@@ -130,6 +136,7 @@ class Orchestrator:
         self._session_locks: dict[str, list] = {}  # session id -> [lock, turns holding or waiting]
         self._queue: asyncio.Queue[tuple[str, str]] | None = None
         self.metrics = None  # bot/metrics.py DeskhandMetrics, set by the runtime
+        self.deadline = TurnDeadline(self)  # the per-tenant SLA and degrade mode (bot/deadline.py)
 
     # -- entry points ---------------------------------------------------------------------
     async def place(self, envelope: MessageEnvelope) -> MessageEnvelope:
@@ -240,16 +247,17 @@ class Orchestrator:
             # The identified envelope is stored, so a replay sees what this turn saw.
             await self.store.inbox_start(envelope.id, turn.correlation_id,
                                          envelope=identified if identified is not envelope else None)
-            while turn.state in steps:
-                state = turn.state
-                started = time.perf_counter()
-                try:
-                    turn.state = await steps[state](turn)
-                except Exception as exc:  # any crash in a step becomes a safe reply + ticket
-                    log.exception("turn_step_failed", state=state.value)
-                    turn.error = f"{state.value}: {type(exc).__name__}"
-                    turn.state = State.FAILED
-                self._span(turn, state.value, started)
+            async with self.deadline.watch(turn):  # past the SLA: the degrade reply, meanwhile
+                while turn.state in steps:
+                    state = turn.state
+                    started = time.perf_counter()
+                    try:
+                        turn.state = await steps[state](turn)
+                    except Exception as exc:  # any crash in a step becomes a safe reply + ticket
+                        log.exception("turn_step_failed", state=state.value)
+                        turn.error = f"{state.value}: {type(exc).__name__}"
+                        turn.state = State.FAILED
+                    self._span(turn, state.value, started)
             try:
                 if turn.state == State.FAILED:
                     return await self._fail(turn)
@@ -275,6 +283,14 @@ class Orchestrator:
         turn.session, turn.case_state, turn.history = opened["session"], opened["case_state"], opened["history"]
         if turn.session["status"] == HANDED_OFF:
             return State.SILENT
+        if self.settings.abuse_filter:  # before any planner, so neither planner nor model sees abuse
+            turn.abuse = classify_abuse(turn.envelope.text)
+            if turn.abuse.abusive:
+                policy = self.settings.policy(turn.envelope.tenant_id)
+                allowed = {s.name for s in self.registry.specs() if policy.tool_allowed(s.name)}
+                turn.plan = abuse_plan(turn.abuse, turn.envelope, allowed)
+                await flag_inbox(self.store, turn.envelope.id, turn.abuse.category)
+                return State.TOOL_LOOP
         return State.PLAN
 
     async def _plan(self, turn: Turn) -> State:
@@ -304,12 +320,14 @@ class Orchestrator:
         # Steps of one plan are independent; they run concurrently.
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self.executor.run(step, self._hand_context(turn))) for step in steps]
+            turn.running = list(zip(steps, tasks))
         turn.results = [t.result() for t in tasks]
         for step, result in zip(steps, turn.results):
             # A request that is simply wrong (no such order, too large) is explained to the
             # customer; only a failing system hands the conversation to a teammate.
             if (not result.ok and step.on_error == "escalate_to_human" and step.tool != "escalate_to_human"
-                    and result.error_kind not in CUSTOMER_FIXABLE):
+                    and result.error_kind not in CUSTOMER_FIXABLE
+                    and not self.deadline.degraded(turn.envelope.id)):  # degraded: its ticket is open
                 escalation = PlanStep(tool="escalate_to_human", args={
                     "reason": f"{step.tool} failed: {result.error_kind}",
                     "transcript_excerpt": turn.envelope.text[:4000]})
@@ -318,6 +336,9 @@ class Orchestrator:
         return State.DRAFT
 
     async def _draft(self, turn: Turn) -> State:
+        if turn.abuse is not None and turn.abuse.abusive:
+            turn.draft = abuse_draft(turn.abuse, turn.results)
+            return State.GUARD
         assert turn.plan is not None and turn.context is not None
         drafter = getattr(self.planner, "draft", None)
         if drafter is not None:
@@ -325,8 +346,11 @@ class Orchestrator:
                 turn.draft = await drafter(turn.plan, turn.results, turn.context)
             finally:
                 await self._llm_spans(turn)
+        offline = turn.draft is None or turn.plan.planner == "rules"  # the rules planner drafts offline too
         if turn.draft is None:
             turn.draft = compose(turn.plan, turn.results, kb_floor=self.settings.kb_relevance_floor)
+        if offline:
+            turn.draft = acknowledge(turn.draft, turn.abuse)  # a model's draft sets its own tone
         return State.GUARD
 
     async def _guard(self, turn: Turn) -> State:
@@ -346,7 +370,9 @@ class Orchestrator:
         else:
             state.pop("awaiting", None)
             state.pop("pending_intent", None)
-        state["clarifications"] = state.get("clarifications", 0) + 1 if plan.needs_clarification and not plan.awaiting else 0
+        # A clarification that a confident help-centre answer replaced (it cites) was not asked.
+        asked = plan.needs_clarification and not plan.awaiting and not draft.citations
+        state["clarifications"] = state.get("clarifications", 0) + 1 if asked else 0
         state["offered_human"] = draft.offer_human
         for r in turn.results:
             order_id = (r.data or {}).get("order_id") if r.ok else None
@@ -396,6 +422,8 @@ class Orchestrator:
     async def _record_and_deliver(self, env: MessageEnvelope, outcome: TurnOutcome, error: str | None = None) -> TurnOutcome:
         if outcome.shadow:  # recorded for `deskhand report --shadow`, never delivered
             return await record_shadow_turn(self, env, outcome, error)
+        if self.deadline.degraded(env.id):  # the customer has the degrade reply: this is the late answer
+            return await self.deadline.finish_late(env, outcome, error)
         if outcome.reply is not None:
             stored = await self.store.add_message(
                 env.session_id, env.tenant_id, "assistant", outcome.reply, env.id,
@@ -446,6 +474,8 @@ class Orchestrator:
         data: dict[str, Any] = {"next": turn.state.value}
         if span == State.ROUTE.value:
             data["injection_score"] = injection_score(turn.envelope.text)
+            if turn.abuse is not None and (turn.abuse.abusive or turn.abuse.frustrated):
+                data.update(abuse=turn.abuse.category, frustrated=turn.abuse.frustrated)
         if span == State.PLAN.value and turn.plan:
             data.update(intent=turn.plan.intent, confidence=turn.plan.confidence,
                         planner=turn.plan.planner, steps=[s.tool for s in turn.plan.steps])

@@ -91,6 +91,11 @@ def mask_sensitive(text: str) -> str:
     return text
 
 
+def card_spans(text: str) -> list[tuple[int, int]]:
+    """`(start, end)` of every Luhn-valid card number in text (bot/brain/pii.py)."""
+    return [m.span() for m in _CARD.finditer(text) if _mask_card(m) == CARD_MASK]
+
+
 def find_cards(text: str) -> list[str]:
     """Every Luhn-valid card number in text (for tests and audits)."""
     return [m.group(0) for m in _CARD.finditer(text) if _mask_card(m) == CARD_MASK]

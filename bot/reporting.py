@@ -4,7 +4,8 @@
 - intents and planners: the PLAN span of each turn;
 - tool success: the `tool_calls` table;
 - handoffs: the outcome stored on each `inbox` row (HANDED_OFF, or a human offered);
-- model tokens and cost: the `llm_call` spans, grouped by tenant, intent and channel.
+- model tokens and cost: the `llm_call` spans, grouped by tenant, intent and channel;
+- feedback: 👍/👎 rates by intent, the 👎 reasons and the latest 👎 (bot/feedback.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from bot.abuse_turn import build_abuse_report, render_abuse_lines
+from bot.feedback import build_feedback_report, render_feedback_lines
 
 TURN_SPANS = ("ROUTE", "PLAN", "TOOL_LOOP", "DRAFT", "GUARD", "RESPOND")
 
@@ -129,6 +133,8 @@ def build_report(db, *, tenant: str | None = None, since: datetime | None = None
         "outcomes": {"answered": answered, "handed_off": handed_off, "handoff_rate": _rate(handed_off, answered),
                      "human_offered": offered, "human_offered_rate": _rate(offered, answered),
                      "failed": failed},
+        "feedback": build_feedback_report(db, tenant=tenant, since=since),
+        "abuse": build_abuse_report(db, inbox_cond=inbox_cond, params=params),
         "llm": {
             "calls": len(llm_calls),
             "tokens_in": sum(int(c.get("tokens_in") or 0) for c in llm_calls),
@@ -177,6 +183,10 @@ def render_text(rep: dict) -> str:
             [group, "calls", "failed", "tokens in", "tokens out", "cost usd", "p50 ms", "p95 ms"],
             [[r["key"], r["calls"], r["failed"], r["tokens_in"], r["tokens_out"], r["cost_usd"], r["p50_ms"],
               r["p95_ms"]] for r in llm[f"by_{group}"]])
+    if "abuse" in rep:
+        lines += render_abuse_lines(rep["abuse"], _table)
+    if "feedback" in rep:
+        lines += render_feedback_lines(rep["feedback"], _table)
     return "\n".join(lines)
 
 
@@ -188,10 +198,12 @@ def report(
                                 "actions and reply."),
     db: Optional[Path] = typer.Option(None, "--db", help="The SQLite file; default from config."),
 ) -> None:
-    """Show latency, intents, tool success, handoffs, and model tokens and cost.
+    """Show latency, intents, tool success, handoffs, model tokens and cost, and feedback.
 
     Latency is p50/p95 per turn; model tokens and cost are broken down by tenant, intent,
-    channel and model. Reads the traces, inbox and tool_calls tables.
+    channel and model; feedback is 👍/👎 by intent, the 👎 reasons, and the latest 👎 with
+    the question, the answer and the correlation id for `deskhand trace`. Reads the traces,
+    inbox, tool_calls and feedback tables.
 
     With --shadow, lists what Deskhand would have done and said in shadow mode instead.
 

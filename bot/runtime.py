@@ -50,7 +50,8 @@ def intent_classifier(settings: Settings):
 def build_planner(settings: Settings, registry: ToolRegistry) -> Planner:
     from bot.brain.rules import RulesPlanner
 
-    rules = RulesPlanner(intent_classifier(settings), clarify_threshold=settings.clarify_threshold)
+    rules = RulesPlanner(intent_classifier(settings), clarify_threshold=settings.clarify_threshold,
+                         kb_floor=settings.kb_relevance_floor)
     if settings.planner == "rules":
         return rules
     from bot.brain.llm import build_llm_planner  # only imported when asked for

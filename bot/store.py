@@ -1,7 +1,8 @@
 """The SQLite store (sqlite-utils, WAL): every table Deskhand persists, behind one class.
 What leaves Deskhand (the outbox, email threads, the Slack mirror of email) is written by
 `DeliveryTables` (bot/store_delivery.py), poison messages by `DeadLetterTables`
-(bot/store_dead_letters.py) and shadow turns by `ShadowTables` (bot/store_shadow.py);
+(bot/store_dead_letters.py), shadow turns by `ShadowTables` (bot/store_shadow.py) and a 👎's
+reasons by `FeedbackTables` (bot/store_feedback.py);
 `Store` inherits them all.
 
 `Store` is synchronous and owns one connection. `AsyncStore` runs every call on a single
@@ -28,6 +29,7 @@ from bot.contracts import MessageEnvelope, PendingAction
 from bot.migrations import apply_migrations
 from bot.store_dead_letters import DeadLetterTables
 from bot.store_delivery import DeliveryTables
+from bot.store_feedback import FeedbackTables
 from bot.store_shadow import ShadowTables
 from bot.store_rows import dumps, loads, now_iso
 
@@ -39,7 +41,7 @@ RECEIVED, PROCESSING, ANSWERED, DELIVERED, FAILED, SKIPPED = (
 UNFINISHED = (RECEIVED, PROCESSING, ANSWERED)
 
 
-class Store(DeliveryTables, DeadLetterTables, ShadowTables):
+class Store(DeliveryTables, DeadLetterTables, ShadowTables, FeedbackTables):
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,11 +357,12 @@ class Store(DeliveryTables, DeadLetterTables, ShadowTables):
         rows = self.db["traces"].rows_where("correlation_id = ?", [correlation_id], order_by="id")
         return [{**r, "data": loads(r["data"], {})} for r in rows]
 
-    def add_feedback(self, tenant_id: str, session_id: str, inbox_id: str, user_id: str, value: str) -> None:
-        self.db["feedback"].insert(
+    def add_feedback(self, tenant_id: str, session_id: str, inbox_id: str, user_id: str, value: str) -> int:
+        """Record a 👍/👎; returns the row id (a 👎's reasons are added to it later)."""
+        return self.db["feedback"].insert(
             {"tenant_id": tenant_id, "session_id": session_id, "inbox_id": inbox_id,
              "user_id": user_id, "value": value, "ts": now_iso()}
-        )
+        ).last_pk
 
     def activity_since(self, tenant_id: str, since: str) -> dict[str, int]:
         """A tenant's figures since `since` (ISO time): messages answered, handoffs, and

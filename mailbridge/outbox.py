@@ -72,7 +72,12 @@ def text_to_html(text: str) -> str:
     """Plain text as minimal HTML: escaped, paragraphs on blank lines, <br> on newlines."""
     paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
     body = "\n".join(f"<p>{html.escape(p).replace(chr(10), '<br>' + chr(10))}</p>" for p in paragraphs)
-    return f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>\n{body}\n</body></html>\n'
+    return html_page(body)
+
+
+def html_page(body: str) -> str:
+    """An HTML fragment (already escaped) as the whole HTML part of an email."""
+    return f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>\n{body.strip()}\n</body></html>\n'
 
 
 def build_reply(

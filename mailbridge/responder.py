@@ -2,6 +2,8 @@
 
 - `deliver(envelope, outcome)`: the reply to the customer's message, as text plus HTML, with
   `In-Reply-To`/`References` from that message and a "Re:" subject.
+- `follow_up(envelope, outcome)`: a degraded turn's late answer, one email after the reply
+  that said we would follow up (bot/deadline.py).
 - `notify(session, text, **info)`: a message outside a turn (an approval's outcome), sent
   as a reply to the customer's latest email in the conversation.
 - `reply_as_teammate(session_id, text, author=…, key=…)`: a teammate's reply (the takeover
@@ -28,8 +30,9 @@ from typing import Any
 from bot.contracts import Citation, MessageEnvelope
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
+from bot.render import to_html, to_text
 from mailbridge.mirror import MailMirror
-from mailbridge.outbox import Outbox, OutboxItem, build_reply, text_to_html
+from mailbridge.outbox import Outbox, OutboxItem, build_reply, html_page
 from mailbridge.parse import ParsedEmail
 from mailbridge.threading import normalise_subject, subject_key
 
@@ -37,7 +40,9 @@ log = get_logger("deskhand.mail.responder")
 
 
 def render_text(reply: str, citations: list[Citation], signature: str) -> str:
-    parts = [reply.strip()]
+    """The text/plain part: the Markdown reply as plain text (bot/render.py), its sources
+    and the signature."""
+    parts = [to_text(reply)]
     if citations:
         lines = []
         for c in citations:
@@ -49,7 +54,8 @@ def render_text(reply: str, citations: list[Citation], signature: str) -> str:
 
 
 def render_html(reply: str, citations: list[Citation], signature: str) -> str:
-    page = text_to_html(reply)
+    """The text/html part: the Markdown reply as escaped HTML, its sources and the signature."""
+    page = html_page(to_html(reply))
     extra = ""
     if citations:
         items = []
@@ -105,6 +111,26 @@ class EmailResponder:
             inbox_id=envelope.id,
             mirror_info={"pending_action_id": outcome.pending_action_id,
                          "handed_off": outcome.state == "HANDED_OFF"},
+        )
+
+    async def follow_up(self, envelope: MessageEnvelope, outcome) -> None:
+        """A degraded turn's late answer (bot/deadline.py): one more email in the thread, after
+        the reply that said we would follow up. Keyed `late:<inbox id>`: sent once."""
+        if outcome.reply is None or envelope.metadata.get("disposition", "answer") != "answer":
+            return
+        if await self._taken_over(envelope.session_id):  # a teammate has it now: theirs is the answer
+            log.info("mail_follow_up_withheld", inbox_id=envelope.id, session_id=envelope.session_id)
+            return
+        signature = self._signature(envelope.tenant_id)
+        await self._queue(
+            envelope,
+            text=render_text(outcome.reply, outcome.citations, signature),
+            html_body=render_html(outcome.reply, outcome.citations, signature),
+            summary=outcome.reply,
+            key=f"late:{envelope.id}",
+            kind="follow_up",
+            inbox_id=envelope.id,
+            mirror_info={"pending_action_id": outcome.pending_action_id},
         )
 
     async def _taken_over(self, session_id: str) -> bool:

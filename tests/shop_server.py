@@ -1,14 +1,15 @@
 """A team's shop/helpdesk API, served for real on 127.0.0.1, whose faults tests script.
 
 It speaks the protocol of bot/hands/backends/http.py. Each route answers from a queue of
-behaviours ("ok", "hang", 503, 400, …); the last behaviour repeats. Every request is
-recorded, and `wait_for_requests` lets a test wait on that observable state.
+behaviours ("ok", "hang", 503, 400, or 1.5 for an
+answer after 1.5 s, …); the last behaviour repeats. Every request is recorded, and `wait_for_requests` lets a test wait on that observable state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 
 from aiohttp import web
@@ -23,6 +24,7 @@ class ShopServer:
         self.behaviours: dict[str, list] = defaultdict(lambda: ["ok"])
         self.requests: list[dict] = []
         self.tickets: dict[str, dict] = {}
+        self.answered_at: list[float] = []  # when each slow (float) behaviour answered
         self._changed = asyncio.Condition()
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -54,6 +56,10 @@ class ShopServer:
         behaviour = await self._behaviour(route)
         if behaviour == "hang":
             await self._release.wait()
+            return web.json_response(payload)
+        if isinstance(behaviour, float):  # a slow backend: answers after that many seconds
+            await asyncio.sleep(behaviour)
+            self.answered_at.append(time.perf_counter())
             return web.json_response(payload)
         if isinstance(behaviour, int):
             return web.json_response({"error": "scripted"}, status=behaviour)

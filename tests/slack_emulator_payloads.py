@@ -78,6 +78,10 @@ class Workspace:
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel -> messages
     ephemerals: list[dict[str, Any]] = field(default_factory=list)
     home_views: dict[str, dict[str, Any]] = field(default_factory=dict)  # user -> published view
+    modals: dict[str, dict[str, Any]] = field(default_factory=dict)  # view id -> modal opened (views.open)
+    # trigger_id -> (user, time issued): each works once, within `trigger_ttl_s` (Slack: 3 s)
+    triggers: dict[str, tuple[str, float]] = field(default_factory=dict)
+    trigger_ttl_s: float = 3.0
     scopes: str = ""  # the bot scopes auth.test reports (x-oauth-scopes); empty: the emulator's default
     _clock: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -300,6 +304,38 @@ class Workspace:
                                  "bot_id": self.bot_id, "hash": secrets.token_hex(8), **view}
         return {"view": self.home_views[user]}
 
+    def issue_trigger(self, user: str) -> str:
+        """A trigger_id for an interaction by ``user``, as Slack puts in block_actions and commands."""
+        trigger = trigger_id()
+        self.triggers[trigger] = (user, time.monotonic())
+        return trigger
+
+    def api_views_open(self, params: dict) -> dict:
+        """Open a modal for the user whose interaction issued ``trigger_id``: a trigger works
+        once (``exchanged_trigger_id``) and for 3 s (``expired_trigger_id``)."""
+        trigger, view = params.get("trigger_id") or "", json_field(params.get("view"))
+        if trigger not in self.triggers:
+            raise SlackApiFailure("invalid_trigger_id")
+        user, issued = self.triggers[trigger]
+        if issued < 0:
+            raise SlackApiFailure("exchanged_trigger_id")
+        if time.monotonic() - issued > self.trigger_ttl_s:
+            raise SlackApiFailure("expired_trigger_id")
+        if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("title"):
+            raise SlackApiFailure("invalid_arguments")
+        self.triggers[trigger] = (user, -1.0)
+        view_id = slack_id("V")
+        opened = {"id": view_id, "team_id": self.team_id, "type": "modal", "blocks": view.get("blocks", []),
+                  "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", ""),
+                  "state": {"values": {}}, "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
+                  "title": view["title"], "clear_on_close": flag(view.get("clear_on_close")),
+                  "notify_on_close": flag(view.get("notify_on_close")), "close": view.get("close"),
+                  "submit": view.get("submit"), "previous_view_id": None, "root_view_id": view_id,
+                  "app_id": self.app_id, "external_id": view.get("external_id", ""),
+                  "app_installed_team_id": self.team_id, "bot_id": self.bot_id}
+        self.modals[view_id] = {"user": user, "view": opened}
+        return {"view": opened}
+
     def apply_response_url(self, channel: str | None, message_ts: str | None, body: dict) -> None:
         """What a POST to a message's ``response_url`` does to that message."""
         original = self.find_message(channel, message_ts) if channel and message_ts else None
@@ -431,7 +467,7 @@ class PayloadBuilders:
             "api_app_id": ws.app_id, "token": "verification_token",
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
                           "is_ephemeral": False},
-            "trigger_id": trigger_id(),
+            "trigger_id": ws.issue_trigger(user),
             "team": {"id": ws.team_id, "domain": ws.domain},
             "enterprise": None, "is_enterprise_install": False,
             "channel": {"id": channel, "name": ws.ensure_channel(channel).get("name", "directmessage")},
@@ -454,4 +490,35 @@ class PayloadBuilders:
                 "channel_id": channel, "channel_name": ws.ensure_channel(channel).get("name", "directmessage"),
                 "user_id": user, "user_name": ws.ensure_user(user)["name"], "command": command,
                 "text": text, "api_app_id": ws.app_id, "is_enterprise_install": "false",
-                "response_url": self.response_url(ws.team_id), "trigger_id": trigger_id()}
+                "response_url": self.response_url(ws.team_id), "trigger_id": ws.issue_trigger(user)}
+
+    def view_submission(self, team: str | Workspace, view_id: str, answers: dict[str, Any]) -> dict:
+        """The user's submission of a modal opened with views.open (``test_view_submission__body.json``).
+        ``answers`` maps an input's ``action_id`` to what the user gave: text for a text input,
+        a list of option values for checkboxes; the state carries the view's own option objects."""
+        ws = self.workspace(team)
+        opened = ws.modals[view_id]
+        user, view = opened["user"], opened["view"]
+        person = ws.ensure_user(user)
+        return {"type": "view_submission",
+                "team": {"id": ws.team_id, "domain": ws.domain},
+                "user": {"id": user, "username": person["name"], "name": person["name"], "team_id": ws.team_id},
+                "api_app_id": ws.app_id, "token": "verification_token", "trigger_id": ws.issue_trigger(user),
+                "view": {**view, "state": {"values": modal_state(view, answers)}}, "response_urls": []}
+
+
+def modal_state(view: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
+    """``view.state.values`` as Slack fills it: every input block, by block_id and action_id."""
+    values: dict[str, Any] = {}
+    for block in view.get("blocks", []):
+        element = block.get("element") or {}
+        if block.get("type") != "input" or "action_id" not in element:
+            continue
+        answer, kind = answers.get(element["action_id"]), element.get("type")
+        if kind == "checkboxes":
+            state = {"type": kind, "selected_options": [o for o in element.get("options", [])
+                                                        if o.get("value") in (answer or [])]}
+        else:
+            state = {"type": kind, "value": answer}
+        values[block.get("block_id", "")] = {element["action_id"]: state}
+    return values

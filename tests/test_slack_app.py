@@ -571,11 +571,21 @@ async def test_feedback_buttons_are_recorded(emu, settings):
         answer = await emu.wait_for_call("chat.update", answered(dm["channel"]))
         value = message_id(ACME, dm["channel"], dm["ts"])
         await emu.push_interactive(ACME, emu.block_action(ACME, ALICE, dm["channel"], answer.params["ts"],
+                                                          bk.FEEDBACK_UP, value))
+        await ephemeral_to(emu, ALICE, "Thanks for the feedback")
+        await emu.push_interactive(ACME, emu.block_action(ACME, ALICE, dm["channel"], answer.params["ts"],
                                                           bk.FEEDBACK_DOWN, value))
-        await ephemeral_to(emu, ALICE, "Thanks")
+        await emu.wait_for_call("views.open", lambda c: c.response["ok"])  # what went wrong? (tests/test_feedback.py)
+        # A trigger too old to open the modal: the 👎 is still kept, and thanked for.
+        emu.team.trigger_ttl_s = 0.0
+        await emu.push_interactive(ACME, emu.block_action(ACME, ALICE, dm["channel"], answer.params["ts"],
+                                                          bk.FEEDBACK_DOWN, value))
+        await emu.wait_for_call("views.open", lambda c: c.response.get("error") == "expired_trigger_id")
+        await ephemeral_to(emu, ALICE, "A teammate reviews answers marked")
         rows = list(rt.store.sync.db["feedback"].rows)
 
-    assert [(r["value"], r["user_id"], r["inbox_id"]) for r in rows] == [("down", ALICE, value)]
+    assert [(r["value"], r["user_id"], r["inbox_id"]) for r in rows] == [("up", ALICE, value), ("down", ALICE, value),
+                                                                         ("down", ALICE, value)]
 
 
 # ------------------------------------------------------------------ reliability

@@ -419,3 +419,39 @@ async def test_interactive_builders_have_the_real_shape(emu):
     assert click["response_url"].startswith(emu.base_url + "/webhook/")
     assert set(real_command) - {"enterprise_id", "enterprise_name"} <= set(command)
     assert all(isinstance(value, str) for value in command.values())
+
+
+MODAL = {"type": "modal", "callback_id": "why", "title": {"type": "plain_text", "text": "Why?"},
+         "submit": {"type": "plain_text", "text": "Send"}, "private_metadata": "42",
+         "blocks": [{"type": "input", "block_id": "b1", "label": {"type": "plain_text", "text": "Reasons"},
+                     "element": {"type": "checkboxes", "action_id": "a1", "options": [
+                         {"text": {"type": "plain_text", "text": "Slow"}, "value": "slow"},
+                         {"text": {"type": "plain_text", "text": "Wrong"}, "value": "wrong"}]}},
+                    {"type": "input", "block_id": "b2", "label": {"type": "plain_text", "text": "Comment"},
+                     "element": {"type": "plain_text_input", "action_id": "a2"}}]}
+
+
+async def test_views_open_exchanges_a_click_trigger_once_and_the_submission_has_the_real_shape(emu, client):
+    click = emu.block_action(emu.team, "U0ALICE01", "C0SUPPORT1", "1.1", "why", "v")
+    opened = await client.views_open(trigger_id=click["trigger_id"], view=MODAL)
+    view = opened["view"]
+    with pytest.raises(SlackApiError) as again:
+        await client.views_open(trigger_id=click["trigger_id"], view=MODAL)
+    with pytest.raises(SlackApiError) as unknown:
+        await client.views_open(trigger_id="1.2.abc", view=MODAL)
+    emu.team.trigger_ttl_s = 0.0  # a trigger is good for 3 s; this one is already too old
+    late = emu.block_action(emu.team, "U0ALICE01", "C0SUPPORT1", "1.1", "why", "v")
+    with pytest.raises(SlackApiError) as expired:
+        await client.views_open(trigger_id=late["trigger_id"], view=MODAL)
+    submission = emu.view_submission(emu.team, view["id"], {"a1": ["wrong"], "a2": "too vague"})
+    real = _fixture("test_view_submission__body.json")
+
+    assert view["callback_id"] == "why" and view["private_metadata"] == "42" and view["team_id"] == "T0ACME0001"
+    assert set(real["view"]) <= set(view) and emu.team.modals[view["id"]]["user"] == "U0ALICE01"
+    assert [e.value.response["error"] for e in (again, unknown, expired)] == [
+        "exchanged_trigger_id", "invalid_trigger_id", "expired_trigger_id"]
+    assert set(real) <= set(submission) and set(real["user"]) == set(submission["user"])
+    assert submission["view"]["state"]["values"] == {
+        "b1": {"a1": {"type": "checkboxes", "selected_options": [MODAL["blocks"][0]["element"]["options"][1]]}},
+        "b2": {"a2": {"type": "plain_text_input", "value": "too vague"}}}
+    assert submission["user"]["id"] == "U0ALICE01" and submission["view"]["id"] == view["id"]

@@ -29,7 +29,7 @@ EXPECTED = {
                "payload": str, "status": str, "attempts": int, "next_attempt_at": str, "last_error": str,
                "created_at": str, "sent_at": str},
     "feedback": {"id": int, "tenant_id": str, "session_id": str, "inbox_id": str, "user_id": str,
-                 "value": str, "ts": str},
+                 "value": str, "ts": str, "reasons": str, "comment": str},
     "email_threads": {"key": str, "session_id": str, "tenant_id": str, "ts": str},
     "mail_mirror": {"session_id": str, "tenant_id": str, "channel": str, "thread_ts": str, "ts": str},
     "dead_letters": {"inbox_id": str, "tenant_id": str, "session_id": str, "channel": str, "status": str,

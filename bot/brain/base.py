@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bot.brain.pii import PiiVault
 from bot.config import TenantPolicy
 from bot.contracts import BrainPlan, MessageEnvelope
 from bot.hands.registry import ToolSpec
@@ -26,6 +27,9 @@ class PlanContext:
     # Model calls a planner made for this turn: {"model", "tokens_in", "tokens_out",
     # "cost_usd", "latency_ms", "ok", "purpose"}. The orchestrator writes each as a span.
     llm_calls: list[dict] = field(default_factory=list)
+    # This turn's PII placeholders (bot/brain/pii.py): the plan, the history and the draft
+    # share them, so "[email_1]" means one address all turn. Made on first use.
+    pii_vault: PiiVault | None = None
 
     @property
     def text(self) -> str:

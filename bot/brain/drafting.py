@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bot.brain import policy
+from bot.brain.passages import best_passage
 from bot.contracts import BrainPlan, Citation, ToolResult
 
 OFFER_HUMAN = "Would you like me to bring in a teammate? Just say yes."
@@ -65,25 +66,49 @@ def describe_order(o: dict) -> str:
     return sentence
 
 
-def _kb_answer(result: ToolResult, floor: float) -> Draft | None:
+def _kb_answer(result: ToolResult, floor: float, question: str, encoder=None,
+               require_confident: bool = False) -> Draft | None:
+    """The passage of the hits that best answers the question, citing the article it is from;
+    None when no hit clears the floor (or, when asked, the passage is not a confident answer)."""
     hits = [h for h in (result.data or {}).get("hits", []) if h["relevance"] >= floor]
     if not hits:
         return None
-    best = hits[0]
-    # The section that matched, not the chunk's start (which may be another section), and
-    # without its Markdown heading lines: the citation names the section.
-    lines = (best.get("passage") or best["text"]).strip().splitlines()
+    pick = best_passage(question, hits, encoder) if question else None
+    if pick is None:
+        if require_confident:
+            return None
+        return Draft(text=_section_start(hits[0]), citations=[Citation(**hits[0]["citation"])])
+    if require_confident and not pick.confident:
+        return None
+    return Draft(text=pick.text, citations=[Citation(**hits[pick.hit]["citation"])])
+
+
+def _section_start(hit: dict) -> str:
+    """The matched section without its heading lines, cut to 700 characters."""
+    lines = (hit.get("passage") or hit["text"]).strip().splitlines()
     while lines and (lines[0].lstrip().startswith("#") or not lines[0].strip()):
         lines.pop(0)
-    passage = "\n".join(lines).strip() or best["text"].strip()
+    passage = "\n".join(lines).strip() or hit["text"].strip()
     if len(passage) > 700:
         cut = passage[:700]
         passage = cut[: cut.rfind(". ") + 1] if ". " in cut else cut + "…"
-    citations = [Citation(**h["citation"]) for h in hits]
-    return Draft(text=passage, citations=citations)
+    return passage
 
 
-def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float) -> Draft:
+def _kb_query(plan: BrainPlan) -> str:
+    return next((str(s.args.get("query", "")) for s in plan.steps if s.tool == "search_kb"), "")
+
+
+def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float, encoder=None) -> Draft:
+    """The reply. `encoder` (the KB's sentence encoder) scores passages against the question;
+    without it the lexical score alone picks them."""
+    if plan.kb_answer_if_confident:
+        r = next((r for r in results if r.tool == "search_kb" and r.ok), None)
+        answer = _kb_answer(r, kb_floor, _kb_query(plan), encoder, require_confident=True) if r else None
+        if answer and plan.awaiting:  # the answer, and still the question that fills the request
+            answer.text = f"{answer.text}\n\n{plan.clarification_question}"
+        if answer:
+            return answer
     if plan.needs_clarification:
         return Draft(text=plan.clarification_question or "Could you tell me a bit more?")
     if plan.offer_human:
@@ -140,7 +165,10 @@ def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float) -> D
             draft.offer_human = True
 
     if r := by_tool.get("search_kb"):
-        answer = _kb_answer(r, kb_floor) if r.ok else None
+        # Beside a ticket the message was a request ("I want to make a complaint"), not a
+        # question a sentence answers: the section that matched explains what happens next.
+        question = "" if lines else _kb_query(plan)
+        answer = _kb_answer(r, kb_floor, question, encoder) if r.ok else None
         if answer:
             prefix = "Meanwhile, from our help centre: " if lines else ""
             lines.append(prefix + answer.text)

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from bot.brain.base import PlanContext, PlanInvalid, Planner
 from bot.brain.drafting import OFFER_HUMAN, Draft
 from bot.brain.llm_schema import plan_model, reply_model, to_contract
-from bot.brain.prompts import draft_messages, intents_for, passages_from, plan_messages
+from bot.brain.prompts import draft_messages, intents_for, passages_from, plan_messages, restore
 from bot.brain.tokens import count_tokens
 from bot.config import Settings
 from bot.contracts import BrainPlan, PlanStep, ToolResult
@@ -193,7 +193,8 @@ class LLMPlanner:
             except (OutputRejected, ModelFailed) as exc:  # the small model's valid plan stands
                 log.info("llm_large_model_unavailable", error=str(exc)[:500])
 
-        plan = to_contract(out, verified_email=context.verified_email, planner=self.name)
+        plan = to_contract(out, verified_email=context.verified_email, planner=self.name,
+                           restore=lambda value: restore(context, value))
         try:
             self.check(plan, allowed)
         except PlanInvalid as exc:
@@ -271,7 +272,7 @@ class LLMPlanner:
         by_key = {key: citation for key, citation, _ in passages}
         citations = [by_key[key] for key in dict.fromkeys(getattr(out, "citations", None) or [])]
         offer_human = bool(out.offer_human) or any(not r.ok for r in results)
-        text = out.text.strip()
+        text = restore(context, out.text.strip())  # the customer reads values, not placeholders
         if offer_human and OFFER_HUMAN not in text:
             text = f"{text} {OFFER_HUMAN}"
         pending = next((r.pending_action_id for r in results if r.pending_action_id), None)

@@ -12,6 +12,7 @@ returned, by key (`kb1`, `kb2`, …).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, model_validator
@@ -100,12 +101,15 @@ def plan_model(specs: list[ToolSpec], *, max_steps: int, intents: list[str]) -> 
     return create_model("BrainPlan", __base__=PlanBase, __doc__=PLAN_DOC, **fields)
 
 
-def to_contract(out: BaseModel, *, verified_email: str | None = None, planner: str = "llm") -> BrainPlan:
-    """The contract `BrainPlan` for a validated model output."""
+def to_contract(out: BaseModel, *, verified_email: str | None = None, planner: str = "llm",
+                restore: Callable[[Any], Any] = lambda value: value) -> BrainPlan:
+    """The contract `BrainPlan` for a validated model output; `restore` turns the turn's PII
+    placeholders in args and customer-facing text back into the real values."""
     steps = []
     for step in getattr(out, "steps", None) or []:
-        args = step.args.model_dump(mode="json", exclude_none=True)
-        # A tenant that keeps PII from the model sees "[email]"; the verified address is ours.
+        args = restore(step.args.model_dump(mode="json", exclude_none=True))
+        # A placeholder that is not this turn's (the model wrote "[email]") stands for the
+        # verified address, which is ours.
         if verified_email and isinstance(args.get("email"), str) and args["email"].startswith("["):
             args["email"] = verified_email
         steps.append(PlanStep(tool=step.tool, args=args, on_error=OnError(step.on_error)))
@@ -115,9 +119,9 @@ def to_contract(out: BaseModel, *, verified_email: str | None = None, planner: s
         intent=intent,
         confidence=out.confidence,  # type: ignore[attr-defined]
         steps=steps,
-        final_answer=(out.final_answer or None) if not steps else None,  # type: ignore[attr-defined]
+        final_answer=restore(out.final_answer or None) if not steps else None,  # type: ignore[attr-defined]
         needs_clarification=clarify,
-        clarification_question=(out.clarification_question or None) if clarify else None,  # type: ignore[attr-defined]
+        clarification_question=restore(out.clarification_question or None) if clarify else None,  # type: ignore[attr-defined]
         awaiting="order_id" if clarify and intent in policy.NEEDS_ORDER_ID else None,
         planner=planner,
     )

@@ -1,25 +1,29 @@
 """What the LLM planner sends: the system rules, the turn's context, and masking.
 
 Everything a model sees is built here, and every string passes the tenant's mask: card
-numbers and secrets always (they are already masked in the envelope), and emails and phone
-numbers too where the tenant's policy keeps PII from the model.
+numbers and secrets always (they are already masked in the envelope), and where the
+tenant's policy keeps PII from the model, the turn's placeholders too (`[email_1]`,
+`[phone_1]`, `[name_1]`, …; bot/brain/pii.py), which `restore` turns back into values.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 from bot.brain import policy as intent_policy
 from bot.brain.base import PlanContext
+from bot.brain.pii import PiiVault
 from bot.brain.tokens import count_tokens, message_tokens, trim_history
 from bot.config import TenantPolicy
 from bot.contracts import BrainPlan, Citation, ToolResult
-from bot.redact import mask_pii, mask_sensitive
+from bot.redact import mask_sensitive
 
 Mask = Callable[[str], str]
+
+PLACEHOLDER_NOTE = ("\n\nThe customer's personal data is replaced by placeholders such as [email_1], "
+                    "[phone_1] or [name_1]. Copy a placeholder unchanged where you need the value.")
 
 PLAN_RULES = """\
 You are the planner of Deskhand, the support assistant of {shop}. You plan; you never act.
@@ -47,22 +51,24 @@ invent or change any.
 5. Be brief (at most 4 sentences), friendly, and plain text.
 """
 
-_ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+
+def vault_for(context: PlanContext) -> PiiVault:
+    """The turn's placeholders, made on first use."""
+    if context.pii_vault is None:
+        context.pii_vault = PiiVault(tuple(context.policy.pii_phone_regions))
+    return context.pii_vault
 
 
-def _mask_pii_keep_dates(text: str) -> str:
-    # mask_pii's phone pattern also matches ISO dates ("2026-11-20"); dates are not PII and a
-    # reply needs them, so they are kept out of its reach.
-    parts = _ISO_DATE.split(text)
-    dates = _ISO_DATE.findall(text)
-    out = [mask_pii(parts[0])]
-    for date, part in zip(dates, parts[1:]):
-        out.extend((date, mask_pii(part)))
-    return "".join(out)
+def model_mask(context: PlanContext) -> Mask:
+    if context.policy.allow_pii_to_model:
+        return mask_sensitive
+    vault = vault_for(context)
+    return lambda text: vault.mask(mask_sensitive(text))
 
 
-def model_mask(policy: TenantPolicy) -> Mask:
-    return mask_sensitive if policy.allow_pii_to_model else _mask_pii_keep_dates
+def restore(context: PlanContext, value: Any) -> Any:
+    """Placeholders in a model's output back to the values they stand for."""
+    return context.pii_vault.restore_value(value) if context.pii_vault is not None else value
 
 
 def mask_value(value: Any, mask: Mask) -> Any:
@@ -100,7 +106,7 @@ def plan_messages(context: PlanContext, allowed: list[str], *, max_steps: int, t
                   history_budget: int) -> list[dict]:
     """System rules and context, the newest history that fits the token budget (the
     current message counts against it and is always sent), then the message."""
-    mask = model_mask(context.policy)
+    mask = model_mask(context)
     env = context.envelope
     facts = {
         "channel": env.channel.value,
@@ -113,13 +119,15 @@ def plan_messages(context: PlanContext, allowed: list[str], *, max_steps: int, t
         + "\nTools you may plan:\n" + _tool_lines(context, allowed)
         + "\n\nUsual plan by intent:\n" + _intent_lines(context, allowed)
         + "\n\nConversation facts (JSON):\n" + json.dumps(mask_value(facts, mask), default=str)
+        + ("" if context.policy.allow_pii_to_model else PLACEHOLDER_NOTE)
     )
     text = mask(env.text)
     budget = max(0, history_budget - message_tokens(text))
     history = trim_history(context.history, budget)
     messages: list[dict] = [{"role": "system", "content": system}]
     for m in history:
-        role = "assistant" if m.get("role") == "assistant" else "user"
+        # "assistant_late" is a degraded turn's late answer (bot/deadline.py): Deskhand's too.
+        role = "assistant" if str(m.get("role", "")).startswith("assistant") else "user"
         messages.append({"role": role, "content": mask(m.get("text", ""))})
     messages.append({"role": "user", "content": text})
     return messages
@@ -139,7 +147,7 @@ def passages_from(results: list[ToolResult], floor: float) -> list[tuple[str, Ci
 
 def draft_messages(plan: BrainPlan, results: list[ToolResult], passages: list[tuple[str, Citation, str]],
                    context: PlanContext, *, max_result_tokens: int = 1500) -> list[dict]:
-    mask = model_mask(context.policy)
+    mask = model_mask(context)
     shown = []
     for r in results:
         if r.tool == "search_kb":
@@ -159,4 +167,6 @@ def draft_messages(plan: BrainPlan, results: list[ToolResult], passages: list[tu
         blocks.append("Help-centre passages:\n" + "\n\n".join(
             f"[{key}] {c.title} — {c.section}\n{mask(text.strip())}" for key, c, text in passages))
     system = DRAFT_RULES.format(shop=context.policy.name or "this shop", channel=context.envelope.channel.value)
+    if not context.policy.allow_pii_to_model:
+        system += PLACEHOLDER_NOTE.strip()
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(blocks)}]

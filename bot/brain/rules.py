@@ -10,7 +10,8 @@ from bot.brain import policy
 from bot.brain.base import PlanContext
 from bot.brain.extract import extract, is_bare_reference
 from bot.brain.intents import IntentClassifier
-from bot.contracts import BrainPlan, OnError, PlanStep
+from bot.brain.drafting import Draft, compose
+from bot.contracts import BrainPlan, OnError, PlanStep, ToolResult
 
 ASK_ORDER_ID = "Which order number is this about? You will find it in your order confirmation email."
 CLARIFY = ("I want to make sure I get this right. Could you tell me a bit more? I can help with "
@@ -21,9 +22,16 @@ _YES = re.compile(r"^\W*(yes|yeah|yep|sure|please|ok(ay)?|y|human|agent|a human|
 class RulesPlanner:
     name = "rules"
 
-    def __init__(self, classifier: IntentClassifier | None = None, clarify_threshold: float = 0.55):
+    def __init__(self, classifier: IntentClassifier | None = None, clarify_threshold: float = 0.55,
+                 kb_floor: float = 0.3):
         self.classifier = classifier or IntentClassifier.default()
         self.clarify_threshold = clarify_threshold
+        self.kb_floor = kb_floor
+
+    async def draft(self, plan: BrainPlan, results: list[ToolResult], context: PlanContext) -> Draft:
+        """The template reply, its help-centre passages scored with the classifier's encoder
+        (the KB's own) when it has one."""
+        return compose(plan, results, kb_floor=self.kb_floor, encoder=self.classifier.encoder)
 
     async def plan(self, context: PlanContext) -> BrainPlan:
         return self.plan_sync(context)
@@ -47,12 +55,24 @@ class RulesPlanner:
         # 3. The classifier.
         guess = self.classifier.classify(text)
         if guess.intent == policy.OUT_OF_SCOPE or guess.confidence < self.clarify_threshold:
+            # Unsure of the intent, but the help centre may still answer it ("Do you take
+            # American Express?"): the Hands search, and the drafter answers only from a
+            # confident passage; otherwise the question (or the offer of a human) stands.
+            search = self._kb_search(context)
             if state.get("clarifications", 0) >= 1:
-                return BrainPlan(intent=policy.OUT_OF_SCOPE, confidence=guess.confidence, offer_human=True)
-            return BrainPlan(intent=guess.intent, confidence=guess.confidence,
-                             needs_clarification=True, clarification_question=CLARIFY)
+                return BrainPlan(intent=policy.OUT_OF_SCOPE, confidence=guess.confidence, offer_human=True,
+                                 steps=search, kb_answer_if_confident=bool(search))
+            return BrainPlan(intent=guess.intent, confidence=guess.confidence, steps=search,
+                             needs_clarification=True, clarification_question=CLARIFY,
+                             kb_answer_if_confident=bool(search))
         # Follow-ups may lean on the order the conversation is already about.
         return self._plan_for(guess.intent, guess.confidence, context, order_id or state.get("order_id"))
+
+    @staticmethod
+    def _kb_search(context: PlanContext) -> list[PlanStep]:
+        if "search_kb" not in context.tool_names() or not context.policy.tool_allowed("search_kb"):
+            return []
+        return [PlanStep(tool="search_kb", args={"query": context.text[:2000]})]
 
     def _plan_for(self, intent: str, confidence: float, context: PlanContext, order_id: str | None) -> BrainPlan:
         tools = policy.tools_for(intent, context.policy.intent_plans)
@@ -61,8 +81,12 @@ class RulesPlanner:
             if intent in policy.ORDER_LOOKUP and context.verified_email and "get_order_status" in allowed:
                 return BrainPlan(intent=intent, confidence=confidence, steps=[
                     PlanStep(tool="get_order_status", args={"email": context.verified_email})])
+            # A question about a request ("can I cancel my order for free?") is answered from
+            # the help centre, when it answers confidently, while we ask for the order.
+            search = self._kb_search(context) if "search_kb" in allowed else []
             return BrainPlan(intent=intent, confidence=confidence, needs_clarification=True,
-                             clarification_question=ASK_ORDER_ID, awaiting="order_id")
+                             clarification_question=ASK_ORDER_ID, awaiting="order_id",
+                             steps=search, kb_answer_if_confident=bool(search))
         steps = [self._step(tool, intent, context, order_id) for tool in allowed]
         return BrainPlan(intent=intent, confidence=confidence, steps=steps)
 

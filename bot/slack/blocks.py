@@ -2,8 +2,9 @@
 
 Each builder returns `(text, blocks)`: `text` is the notification fallback Slack shows where
 blocks cannot be rendered (always sent, as Slack asks). Any person- or model-derived text is
-escaped here (see `mrkdwn.escape`); Block Kit limits are respected (section text 3,000
-characters, 50 blocks, 40,000 characters of text).
+escaped here (see `mrkdwn.escape`); replies to customers are Markdown and become mrkdwn
+through `bot.render.to_mrkdwn`, which escapes their text the same way. Block Kit limits are
+respected on the rendered text (section text 3,000 characters, 50 blocks, 40,000 characters).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from bot.contracts import Citation
+from bot.render import to_mrkdwn
 from bot.slack.mrkdwn import SECTION_LIMIT, TEXT_LIMIT, escape, link, split, truncate
 
 MAX_BLOCKS = 50
@@ -67,7 +69,13 @@ def slack_date(moment: datetime) -> str:
 
 def text_sections(raw: str, room: int) -> Blocks:
     """Escaped `raw` as section blocks: at most `room` blocks and 40,000 characters."""
-    pieces, used, blocks = split(escape(raw)), 0, []
+    return mrkdwn_sections(escape(raw), room)
+
+
+def mrkdwn_sections(text: str, room: int) -> Blocks:
+    """Mrkdwn `text` (already escaped) as section blocks: at most `room` blocks and 40,000
+    characters."""
+    pieces, used, blocks = split(text), 0, []
     for piece in pieces:
         if len(blocks) == room or used + len(piece) > TEXT_LIMIT - len(SHORTENED):
             blocks[-1:] = [section(truncate(blocks[-1]["text"]["text"], SECTION_LIMIT - len(SHORTENED) - 1)
@@ -95,13 +103,16 @@ def answer(reply: str, citations: list[Citation], *, inbox_id: str, session_id: 
     if offer_handoff:
         buttons.append(button("Talk to a human", HANDOFF, session_id))
     tail.append(actions(*buttons, block_id="deskhand_answer"))
-    blocks = text_sections(reply, MAX_BLOCKS - len(tail)) + tail
-    return truncate(escape(reply), FALLBACK_LIMIT), blocks
+    rendered = to_mrkdwn(reply)  # the reply is Markdown (bot/render.py)
+    blocks = mrkdwn_sections(rendered, MAX_BLOCKS - len(tail)) + tail
+    return truncate(rendered, FALLBACK_LIMIT), blocks
 
 
-def notice(text: str) -> tuple[str, Blocks]:
-    """A plain message from Deskhand (an approval's outcome, a handoff)."""
-    return truncate(escape(text), FALLBACK_LIMIT), text_sections(text, MAX_BLOCKS)
+def notice(text: str, *, markdown: bool = False) -> tuple[str, Blocks]:
+    """A message from Deskhand (an approval's outcome, a handoff). `markdown`: `text` is a
+    reply to the customer, Markdown like every reply (bot/render.py); otherwise plain text."""
+    body = to_mrkdwn(text) if markdown else escape(text)
+    return truncate(body, FALLBACK_LIMIT), mrkdwn_sections(body, MAX_BLOCKS)
 
 
 def placeholder() -> tuple[str, Blocks]:
@@ -221,7 +232,9 @@ def mail_out(*, kind: str, to: str, text: str) -> tuple[str, Blocks]:
         return line, [context(line)]
     head = {"reply": f"🤖 Deskhand replied to {escape(to)} by email:",
             "notice": f"🤖 Deskhand emailed {escape(to)}:"}.get(kind, f"📤 Emailed {escape(to)}:")
-    return truncate(f"{head} {escape(text)}", FALLBACK_LIMIT), [section(head), *text_sections(text, MAX_BLOCKS - 1)]
+    # Everything Deskhand emails (a reply, a late answer, a notice) is Markdown (bot/render.py).
+    body = to_mrkdwn(text)
+    return truncate(f"{head} {body}", FALLBACK_LIMIT), [section(head), *mrkdwn_sections(body, MAX_BLOCKS - 1)]
 
 
 def progress(label: str, done: int, total: int, current: str = "") -> str:

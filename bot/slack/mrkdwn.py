@@ -63,7 +63,8 @@ def plain_text(text: str, bot_user_id: str | None = None) -> str:
 
 def split(text: str, limit: int = SECTION_LIMIT) -> list[str]:
     """Split escaped mrkdwn into pieces of at most `limit` characters, preferring paragraph,
-    line, sentence and word boundaries, and never cutting an `&amp;`-style entity."""
+    line, sentence and word boundaries, and never cutting an `&amp;`-style entity or a
+    `<url|text>` link (unless one link alone is longer than `limit`)."""
     pieces: list[str] = []
     rest = text.strip()
     while len(rest) > limit:
@@ -79,16 +80,28 @@ def _cut(text: str, limit: int) -> int:
     window = text[:limit]
     for sep in ("\n\n", "\n", ". ", " "):
         at = window.rfind(sep)
+        while at >= limit // 2 and _in_token(window, at):
+            at = window.rfind(sep, 0, at)  # a space inside `<url|two words>` is no boundary
         if at >= limit // 2:
             return at + len(sep)
+    if _in_token(window, limit) and (start := window.rfind("<")) > 0:
+        return start
     amp = window.rfind("&", limit - 6)
     return amp if amp > 0 and ";" not in window[amp:] else limit
+
+
+def _in_token(text: str, at: int) -> bool:
+    """Whether position `at` is inside a `<…>` link or mention. In escaped mrkdwn every `<`
+    opens one, since a literal `<` is `&lt;`."""
+    return text.rfind("<", 0, at) > text.rfind(">", 0, at)
 
 
 def truncate(text: str, limit: int, marker: str = "…") -> str:
     if len(text) <= limit:
         return text
     cut = text[: limit - len(marker)]
+    if _in_token(cut, len(cut)):
+        cut = cut[: cut.rfind("<")]  # never half a link
     amp = cut.rfind("&", len(cut) - 6)
     if amp >= 0 and ";" not in cut[amp:]:
         cut = cut[:amp]

@@ -18,6 +18,7 @@ from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
 from bot.slack import blocks as bk
 from bot.slack.approvers import Directory
+from bot.slack.feedback_modal import FeedbackReasons, reasons_view
 from bot.slack.ids import parse_session_id
 from bot.slack.responder import SEND_ERRORS, SlackResponder
 
@@ -49,6 +50,7 @@ class Click:
     message_ts: str
     value: str
     action_ts: str = ""
+    trigger_id: str = ""  # lets the click open a modal, for 3 s (views.open)
 
 
 def taken_over_by(name: str | None) -> str:
@@ -220,6 +222,28 @@ class SlackOps:
         if row is None or row["tenant_id"] != click.team:
             await self.tell(click, NOT_HERE)
             return
-        await self.store.add_feedback(click.team, row["session_id"], row["id"], click.user, value)
+        feedback_id = await self.store.add_feedback(click.team, row["session_id"], row["id"], click.user, value)
+        if value == "down" and await self._ask_what_went_wrong(click, feedback_id):
+            return  # the modal says thanks; its answers arrive as `feedback_reasons`
         await self.tell(click, "Thanks for the feedback!" if value == "up"
                         else "Thanks for telling me. A teammate reviews answers marked 👎.")
+
+    async def _ask_what_went_wrong(self, click: Click, feedback_id: int) -> bool:
+        """Open the reasons modal for a 👎; False if it could not be opened (the 👎 stays)."""
+        team = self.responder.teams.get(click.team)
+        if team is None or not click.trigger_id:
+            return False
+        try:
+            await team.client.views_open(trigger_id=click.trigger_id, view=reasons_view(feedback_id, click.channel))
+        except SEND_ERRORS as exc:  # an expired trigger (3 s) or Slack down: the 👎 alone is kept
+            log.warning("feedback_modal_failed", error=type(exc).__name__)
+            return False
+        return True
+
+    async def feedback_reasons(self, submitted: FeedbackReasons) -> None:
+        stored = await self.store.feedback_add_reasons(submitted.feedback_id, submitted.team, submitted.user,
+                                                       submitted.reasons, submitted.comment)
+        log.info("feedback_reasons", stored=stored, reasons=submitted.reasons)
+        if stored and submitted.channel:
+            await self.tell(Click(submitted.team, submitted.user, submitted.channel, "", ""),
+                            "Thanks for telling me what went wrong. A teammate reviews answers marked 👎.")

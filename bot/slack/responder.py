@@ -10,6 +10,7 @@
   Cards go through the outbox (written first, posted by the retrier): a busy support channel
   is paced at one post a second, and no turn worker waits for that.
 - `notify` posts a notice in a conversation's thread (e.g. an approval's outcome).
+- `follow_up` posts a degraded turn's late answer as a new message in its thread (bot/deadline.py).
 - Nothing is lost: a post that fails after the SDK's own retries is written to the store's
   outbox and retried by `run_outbox` with backoff, across restarts too.
 """
@@ -155,11 +156,25 @@ class SlackResponder:
             await self.post_handoff_card(envelope.session_id, who=envelope.user_id,
                                          reason="asked for a human", key=envelope.id)
 
+    async def follow_up(self, envelope, outcome) -> None:
+        """A degraded turn's late answer (bot/deadline.py): a new message in the thread, under
+        the degrade reply. A new message notifies the customer (an edit would not) and leaves
+        the degrade reply readable. Queued under `late:<inbox id>`, so it is posted once."""
+        meta = envelope.metadata
+        text, blocks = bk.answer(
+            outcome.reply or "", outcome.citations, inbox_id=envelope.id, session_id=envelope.session_id,
+            pending_review=bool(outcome.pending_action_id), offer_handoff=outcome.state != "HANDED_OFF")
+        await self.queue({"op": "post", "team": envelope.tenant_id, "channel": meta["slack_channel"],
+                          "thread_ts": meta["thread_ts"], "text": text, "blocks": blocks},
+                         session_id=envelope.session_id, inbox_id=envelope.id, key=f"late:{envelope.id}")
+        if outcome.pending_action_id:
+            await self.post_approval_card(envelope, outcome.pending_action_id)
+
     async def notify(self, session: dict, text: str, **info: Any) -> None:
         ref = parse_session_id(session["id"])
         if ref is None or is_shadow(self.settings.policy(ref.team), session["channel"]):
             return
-        fallback, blocks = bk.notice(text)
+        fallback, blocks = bk.notice(text, markdown=True)  # a message to the customer: Markdown
         payload = {"op": "post", "team": ref.team, "channel": ref.channel,
                    "thread_ts": await self._notice_thread(session["id"], ref), "text": fallback, "blocks": blocks}
         if info.get("key"):  # a notice that may be sent again after a crash: the outbox key posts it once
