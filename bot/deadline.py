@@ -37,9 +37,10 @@ from bot.guards import guard_reply
 from bot.logs import get_logger
 from bot.shadow import is_shadow
 from bot.store import ANSWERED, DELIVERED
+from bot.turn import CUSTOMER_FIXABLE, Turn, TurnOutcome, surface
 
 if TYPE_CHECKING:
-    from bot.orchestrator import Orchestrator, Turn, TurnOutcome
+    from bot.orchestrator import Orchestrator
 
 log = get_logger("deskhand.deadline")
 
@@ -47,9 +48,6 @@ DEGRADED = "DEGRADED"  # the state stored with a degrade reply
 LATE_ROLE = "assistant_late"  # the transcript role of a late answer
 FOLLOW_UP = "We're checking further and will follow up here."
 HOLDING = "This is taking a little longer than usual."
-# Tool errors that mean "the customer asked for something that is not there": still an answer
-# (the orchestrator's CUSTOMER_FIXABLE; not imported, as the orchestrator imports this module).
-CUSTOMER_FIXABLE = {"client_error", "not_found", "invalid_args", "not_verified"}
 READS = {"search_kb", "get_order_status"}  # what a degrade reply may quote before the turn ends
 
 
@@ -96,7 +94,6 @@ class TurnDeadline:
     @asynccontextmanager
     async def watch(self, turn: "Turn"):
         """Around a turn's steps: past the tenant's SLA, send the degrade reply alongside them."""
-        from bot.orchestrator import surface
 
         env = turn.envelope
         policy = self.orch.settings.policy(env.tenant_id)
@@ -155,7 +152,6 @@ class TurnDeadline:
         return known is not None
 
     async def _deliver_degrade(self, turn: "Turn", text: str, citations: list[dict]) -> None:
-        from bot.orchestrator import TurnOutcome, surface
 
         env = turn.envelope
         outcome = TurnOutcome(
@@ -181,7 +177,6 @@ class TurnDeadline:
     async def finish_late(self, env: MessageEnvelope, outcome: "TurnOutcome",
                           error: str | None = None) -> "TurnOutcome":
         """The ending of a degraded turn: store and deliver its answer once, as a follow-up."""
-        from bot.orchestrator import surface
 
         orch, inbox_id = self.orch, env.id
         self._late.discard(inbox_id)
@@ -199,7 +194,7 @@ class TurnDeadline:
             log.info("late_answer_withheld", state=outcome.state, error=error)
             outcome.reply = None
         await orch.store.inbox_update(inbox_id, status=DELIVERED if responder is not None else ANSWERED,
-                                      outcome=orch._outcome_json(outcome), error=error)
+                                      outcome=outcome.to_json(), error=error)
         return outcome
 
     async def _follow_up(self, responder, env: MessageEnvelope, outcome: "TurnOutcome") -> None:

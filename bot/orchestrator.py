@@ -17,19 +17,16 @@ import asyncio
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from enum import StrEnum
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-from bot.brain.base import PlanContext, Planner
-from bot.brain.drafting import SAFE_FAILURE, Draft, compose
-from bot.contracts import BrainPlan, Citation, MessageEnvelope, PlanStep, ToolResult
-from bot.conversations import place_dm_message
 from bot.abuse_turn import abuse_draft, abuse_plan, acknowledge, flag_inbox
-from bot.brain.abuse import AbuseVerdict, classify as classify_abuse
+from bot.brain.abuse import classify as classify_abuse
+from bot.brain.base import PlanContext, Planner
+from bot.brain.drafting import SAFE_FAILURE, compose
+from bot.contracts import MessageEnvelope, PlanStep
+from bot.conversations import place_dm_message
 from bot.dead_letters import dead_letter, is_poison
 from bot.deadline import TurnDeadline
 from bot.guards import guard_reply, injection_score
@@ -38,88 +35,11 @@ from bot.hands.errors import HandError
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
 from bot.shadow import is_shadow, record_shadow_turn
-from bot.store import ANSWERED, DELIVERED, FAILED, SKIPPED, loads
+from bot.store import ANSWERED, DELIVERED, FAILED, SKIPPED
+from bot.turn import CUSTOMER_FIXABLE, IdentityResolver, Responder, State, Turn, TurnOutcome, surface
 
 log = get_logger("deskhand.turn")
 
-CUSTOMER_FIXABLE = {"client_error", "not_found", "invalid_args", "not_verified"}
-
-
-class State(StrEnum):
-    ROUTE = "ROUTE"
-    PLAN = "PLAN"
-    TOOL_LOOP = "TOOL_LOOP"
-    DRAFT = "DRAFT"
-    GUARD = "GUARD"
-    RESPOND = "RESPOND"
-    # terminal
-    DONE = "DONE"
-    AWAITING_APPROVAL = "AWAITING_APPROVAL"
-    HANDED_OFF = "HANDED_OFF"
-    SILENT = "SILENT"
-    FAILED = "FAILED"
-
-
-@dataclass
-class TurnOutcome:
-    inbox_id: str
-    session_id: str
-    tenant_id: str
-    correlation_id: str
-    state: str
-    reply: str | None
-    citations: list[Citation] = field(default_factory=list)
-    offer_human: bool = False
-    pending_action_id: str | None = None
-    plan: BrainPlan | None = None
-    results: list[ToolResult] = field(default_factory=list)
-    shadow: bool = False
-
-    def as_dict(self) -> dict:
-        return {
-            "inbox_id": self.inbox_id, "session_id": self.session_id, "state": self.state,
-            "reply": self.reply, "citations": [c.model_dump() for c in self.citations],
-            "offer_human": self.offer_human, "pending_action_id": self.pending_action_id,
-            "correlation_id": self.correlation_id, "shadow": self.shadow,
-        }
-
-
-# A surface's way to learn who wrote a message: the verified email address of the
-# envelope's user, or None. Slack asks users.info; it runs when the turn starts, not while
-# Slack waits for its ack.
-IdentityResolver = Callable[[MessageEnvelope], Awaitable[str | None]]
-
-
-class Responder(Protocol):
-    """A surface that delivers replies (Slack, email, the terminal)."""
-
-    async def deliver(self, envelope: MessageEnvelope, outcome: TurnOutcome) -> None: ...
-
-    async def notify(self, session: dict, text: str, **info: Any) -> None: ...
-
-
-@dataclass
-class Turn:
-    envelope: MessageEnvelope
-    correlation_id: str
-    state: State = State.ROUTE
-    session: dict = field(default_factory=dict)
-    case_state: dict = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
-    context: PlanContext | None = None
-    plan: BrainPlan | None = None
-    results: list[ToolResult] = field(default_factory=list)
-    draft: Draft | None = None
-    error: str | None = None
-    # Spans are written together when the turn ends (one transaction instead of six).
-    spans: list[tuple] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)  # for the turn latency metric and the SLA
-    running: list = field(default_factory=list)  # (step, task) of TOOL_LOOP, read by the deadline
-    abuse: AbuseVerdict | None = None  # ROUTE's verdict (bot/abuse_turn.py)
-
-
-def surface(channel: str) -> str:
-    return "slack" if channel.startswith("slack") else channel
 
 
 class Orchestrator:
@@ -171,7 +91,7 @@ class Orchestrator:
                 raise KeyError(inbox_id)
             envelope = MessageEnvelope.model_validate_json(row["envelope"])
             if row["status"] in (ANSWERED, DELIVERED, SKIPPED, FAILED) and row["outcome"]:
-                outcome = self._stored_outcome(row)
+                outcome = TurnOutcome.from_row(row)
                 if row["status"] == ANSWERED:
                     await self._deliver(envelope, outcome)
                 return outcome
@@ -429,7 +349,7 @@ class Orchestrator:
                 env.session_id, env.tenant_id, "assistant", outcome.reply, env.id,
                 {"citations": [c.model_dump() for c in outcome.citations], "state": outcome.state})
             outcome.reply = stored["text"]  # a reply stored by an earlier run wins
-        await self.store.inbox_update(env.id, status=ANSWERED, outcome=self._outcome_json(outcome),
+        await self.store.inbox_update(env.id, status=ANSWERED, outcome=outcome.to_json(),
                                       error=error)
         log.info("turn_done", state=outcome.state, intent=outcome.plan.intent if outcome.plan else None)
         await self._deliver(env, outcome)
@@ -489,25 +409,6 @@ class Orchestrator:
             call = calls.pop(0)
             turn.spans.append((turn.correlation_id, turn.envelope.tenant_id, "llm_call",
                                float(call.get("latency_ms", 0.0)), call))
-
-    def _outcome_json(self, outcome: TurnOutcome) -> str:
-        import json
-        data = outcome.as_dict()
-        data["plan"] = outcome.plan.model_dump(mode="json") if outcome.plan else None
-        data["results"] = [r.model_dump(mode="json") for r in outcome.results]
-        return json.dumps(data, default=str)
-
-    def _stored_outcome(self, row: dict) -> TurnOutcome:
-        data = loads(row["outcome"], {})
-        return TurnOutcome(
-            inbox_id=row["id"], session_id=row["session_id"], tenant_id=row["tenant_id"],
-            correlation_id=data.get("correlation_id", ""), state=data.get("state", ""),
-            reply=data.get("reply"), citations=[Citation(**c) for c in data.get("citations", [])],
-            offer_human=data.get("offer_human", False), pending_action_id=data.get("pending_action_id"),
-            plan=BrainPlan.model_validate(data["plan"]) if data.get("plan") else None,
-            results=[ToolResult.model_validate(r) for r in data.get("results", [])],
-            shadow=data.get("shadow", False),
-        )
 
 
 __all__ = ["Orchestrator", "State", "TurnOutcome", "Responder", "HandError"]

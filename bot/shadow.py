@@ -28,7 +28,8 @@ from bot.store import SKIPPED
 
 if TYPE_CHECKING:
     from bot.hands.registry import ToolSpec
-    from bot.orchestrator import Orchestrator, TurnOutcome
+    from bot.orchestrator import Orchestrator
+    from bot.turn import TurnOutcome
 
 log = get_logger("deskhand.shadow")
 
@@ -99,7 +100,7 @@ async def record_shadow_turn(orchestrator: Orchestrator, env: MessageEnvelope, o
         plan=plan.model_dump(mode="json") if plan else None, reply=outcome.reply,
         state=would_be_state(outcome), error=error)
     outcome.reply = stored["reply"]
-    await orchestrator.store.inbox_update(env.id, status=SKIPPED, outcome=orchestrator._outcome_json(outcome),
+    await orchestrator.store.inbox_update(env.id, status=SKIPPED, outcome=outcome.to_json(),
                                           error=error)
     log.info("shadow_turn_recorded", state=stored["state"], intent=stored["intent"],
              actions=[a["tool"] for a in json.loads(stored["actions"] or "[]")])
