@@ -8,6 +8,10 @@ reasons by `FeedbackTables` (bot/store_feedback.py);
 `Store` is synchronous and owns one connection. `AsyncStore` runs every call on a single
 dedicated thread, so the event loop never blocks on disk and the connection is never shared
 between threads. Handlers never touch the store; the orchestrator and the hands do.
+
+This module is over 400 lines because it is the one class every table's SQL goes through; the
+tables that leave Deskhand or serve one feature live in mixins beside it (delivery, dead
+letters, shadow runs, feedback) until persistence moves into one `bot/store/` package.
 """
 
 from __future__ import annotations
