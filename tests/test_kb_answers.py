@@ -9,7 +9,7 @@ import pytest
 
 from bot.answer_scoring import answer_correct
 from bot.brain import passages
-from bot.brain.rules import CLARIFY
+from bot.brain.rules import ASK_ORDER_ID, CLARIFY
 from bot.config import FIXTURES, load_settings
 from bot.contracts import Channel, MessageEnvelope
 from bot.runtime import open_runtime
@@ -71,6 +71,31 @@ async def test_a_request_question_gets_the_policy_and_still_the_order_number_que
     assert "create_ticket" in [r.tool for r in follow.results]
 
 
+async def test_a_how_to_question_inside_an_order_request_gets_the_passage_and_the_order_question(rt):
+    outcome = await ask(rt, "where is my order? how do i track it", "s-track-how")
+    assert outcome.plan.intent == "track_order" and outcome.plan.awaiting == "order_id"
+    assert [r.tool for r in outcome.results] == ["search_kb"]
+    assert answer_correct(outcome.reply, "shipping confirmation email with a tracking link"), outcome.reply
+    assert outcome.reply.endswith(ASK_ORDER_ID)
+    assert [c.doc_id for c in outcome.citations] == ["orders/order-tracking"]
+    follow = await ask(rt, "A-1042", "s-track-how")
+    assert [r.tool for r in follow.results] == ["get_order_status"]
+
+
+async def test_a_bare_order_request_still_only_asks_for_the_order_number(rt):
+    outcome = await ask(rt, "where is my order?", "s-track-bare")
+    assert outcome.results == [] and outcome.reply == ASK_ORDER_ID and outcome.citations == []
+
+
+async def test_a_question_inside_a_confident_request_needs_half_its_words_in_the_hit(rt):
+    # "already" and "still" are not in the article: 2 of 4 content words, below the unsure
+    # questions' mark but enough inside a request the classifier is sure of.
+    outcome = await ask(rt, "my order already shipped, can I still cancel it?", "s-cancel-shipped")
+    assert outcome.plan.intent == "cancel_order" and outcome.plan.awaiting == "order_id"
+    assert answer_correct(outcome.reply, "A shipped order can no longer be cancelled"), outcome.reply
+    assert outcome.reply.endswith(ASK_ORDER_ID)
+
+
 # ------------------------------------------------------------------ the passage picker
 
 
@@ -89,6 +114,37 @@ def test_lists_are_candidates_whole_with_the_sentence_that_introduces_them():
     text = "## How long\n\nIt takes a while, depending on the bank:\n\n- PayPal: 1 day\n- cards: 5 days\n"
     lists = [c.text for c in passages.candidates(text) if c.sentences == 0]
     assert lists == ["It takes a while, depending on the bank:\n- PayPal: 1 day\n- cards: 5 days"]
+
+
+def test_a_signpost_lower_in_its_section_does_not_stand_for_the_sections_below():
+    text = ("## Items we keep\n\n- gift cards;\n- engraved items.\n\nThe law still applies to these, as "
+            "explained below.\n\n## Damaged items\n\nSend us a photo.\n")
+    assert not [c for c in passages.candidates(text) if c.anchor]
+    opening = "## Items\n\nWe keep the items below.\n\n## Damaged items\n\nSend us a photo.\n"
+    assert [c for c in passages.candidates(opening) if c.anchor]
+
+
+def test_a_sentence_leaning_on_the_one_before_does_not_open_the_answer():
+    hit = {"text": "## Tracking\n\nParcels leave daily.\n\nWe email you a tracking link when it leaves. "
+                   "Customers also find the link in their account.\n", "citation": {"section": "Tracking"}}
+    pick = passages.best_passage("how do i get the link", [hit])
+    assert pick is not None and pick.text.startswith("We email you a tracking link"), pick
+
+
+def test_a_third_of_the_words_suffice_only_for_a_score_far_above_out_of_scope():
+    def pick(score, coverage, cosine=0.6):
+        return passages.Pick(text="x", score=score, cosine=cosine, hit=0, coverage=coverage)
+    assert pick(passages.HIGH_SCORE + 0.01, 1 / 3).confident
+    assert not pick(passages.HIGH_SCORE - 0.01, 1 / 3).confident
+    assert not pick(0.9, 0.25).confident
+    assert not pick(1.0, 1 / 3, cosine=0.0).confident  # lexical alone: the best scores ~1 anyway
+
+
+async def test_a_question_answered_in_other_words_gets_the_fact(rt):
+    outcome = await ask(rt, "Is Klarna available for orders to Switzerland?", "s-klarna-ch")
+    assert outcome.plan.kb_answer_if_confident
+    assert answer_correct(outcome.reply, "only offered for deliveries to Germany, Austria"), outcome.reply
+    assert [c.doc_id for c in outcome.citations] == ["payments/payment-methods"]
 
 
 def test_without_the_question_words_in_the_article_a_pick_is_not_confident():

@@ -67,7 +67,7 @@ def describe_order(o: dict) -> str:
 
 
 def _kb_answer(result: ToolResult, floor: float, question: str, encoder=None,
-               require_confident: bool = False) -> Draft | None:
+               require_confident: bool = False, inside_request: bool = False) -> Draft | None:
     """The passage of the hits that best answers the question, citing the article it is from;
     None when no hit clears the floor (or, when asked, the passage is not a confident answer)."""
     hits = [h for h in (result.data or {}).get("hits", []) if h["relevance"] >= floor]
@@ -78,7 +78,7 @@ def _kb_answer(result: ToolResult, floor: float, question: str, encoder=None,
         if require_confident:
             return None
         return Draft(text=_section_start(hits[0]), citations=[Citation(**hits[0]["citation"])])
-    if require_confident and not pick.confident:
+    if require_confident and not (pick.answers_request if inside_request else pick.confident):
         return None
     return Draft(text=pick.text, citations=[Citation(**hits[pick.hit]["citation"])])
 
@@ -104,7 +104,8 @@ def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float, enco
     without it the lexical score alone picks them."""
     if plan.kb_answer_if_confident:
         r = next((r for r in results if r.tool == "search_kb" and r.ok), None)
-        answer = _kb_answer(r, kb_floor, _kb_query(plan), encoder, require_confident=True) if r else None
+        answer = _kb_answer(r, kb_floor, _kb_query(plan), encoder, require_confident=True,
+                            inside_request=bool(plan.awaiting)) if r else None
         if answer and plan.awaiting:  # the answer, and still the question that fills the request
             answer.text = f"{answer.text}\n\n{plan.clarification_question}"
         if answer:

@@ -15,7 +15,9 @@ by a link). So the hits' texts (up to three) are cut into candidates, each score
   extra sentences, signposts and cross-references cost; a stated quantity for a "how
   long/much/many/when" question and a section's first sentence gain; each rank down the
   search results costs 0.04;
-- the pick reads on in its section while it is shorter than 250 characters.
+- the pick reads on in its section while it is shorter than 250 characters;
+- a window opening on a sentence that leans on the one before ("... also ...", "It ...")
+  costs; a signpost stands for the sections below only from the top of its section.
 
 The weights were chosen on fixtures/kb_questions.yml (bench/kb_answers.py), so they fit
 the demo KB's style; `Pick.confident` is the routing rule for unsure questions.
@@ -48,6 +50,9 @@ QUANTITY_BONUS = 0.06
 SIGNPOST_COST = 0.08
 # A section's first sentence usually states its point; what follows qualifies it.
 OPENING_BONUS = 0.02
+# A window that opens on a sentence leaning on the one before ("Signed-in customers also ...",
+# "It is free ...", "These are set by ...") quotes half a thought.
+LEANS_BACK_COST = 0.05
 # Each rank down the search results costs a little: retrieval already weighed whole articles.
 HIT_RANK_COST = 0.04
 MAX_WINDOW = 3
@@ -56,6 +61,14 @@ MAX_CHARS = 700
 BM25_K1, BM25_B = 1.2, 0.75
 CONFIDENT_SCORE = 0.45
 CONFIDENT_COVERAGE = 0.5
+# Inside a request the classifier is sure of ("my order already shipped, can I still cancel
+# it?") the message is not out of scope, so half its content words in the hit are enough.
+REQUEST_COVERAGE = 0.5
+# A passage that scores well clear of every out-of-scope question (the highest, 0.60) may
+# say what was asked in other words ("Is Klarna available ...?" / "only offered for ..."):
+# a third of the question's content words then suffice.
+HIGH_SCORE = 0.65
+HIGH_SCORE_COVERAGE = 1 / 3
 # Words of a question that say what kind of answer is wanted, not what it is about.
 _QUESTION_WORDS = frozenset(tokens(
     "how long much many soon when what where why which who can could would do does did get take make "
@@ -73,6 +86,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(*\[])")
 _QUANTITY_QUESTION = re.compile(r"\b(how (long|much|many|soon|fast|old|often|quickly)|when|what time|until|fee|cost|price)\b", re.I)
 _QUANTITY = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|twelve|fourteen|thirty|"
                        r"once|twice|immediately|at once|same day|next (business )?day|monday|friday|free)\b", re.I)
+_LEANS_BACK = re.compile(r"^\W*(?:(?:this|these|that|those|it|its|they|their|then|however|but|so|otherwise)\b"
+                         r"|(?:\S+\s+){1,3}also\b)", re.I)
 _SIGNPOST = re.compile(r"(\bthis article\b|\bthe following\b|\bbelow\b|\bsee \[|:$)", re.I)
 # Pointing elsewhere ("see [Refunds](...) for how long it takes") is never the answer itself.
 _REFERRAL = re.compile(r"(\bthis article\b|\bsee \[)", re.I)
@@ -107,10 +122,19 @@ class Pick:
         Measured on the 77 KB questions (fixtures/kb_questions.yml) and the 200 CLINC150
         out-of-scope questions against the demo KB: no out-of-scope question reaches both marks
         (the closest, "how long do wire transfers take", scores 0.60, but the chunk lacks
-        "wire": coverage 0.5), while 40 of the 43 KB questions the classifier is unsure of do.
+        "wire": coverage 0.5), while most KB questions the classifier is unsure of do.
         The score alone cannot tell them apart ("Do you take American Express?" scores below
-        several out-of-scope questions); the words can."""
+        several out-of-scope questions); the words can. Only a score well above every
+        out-of-scope one (HIGH_SCORE) lets a third of the words suffice."""
+        # Without an encoder the lexical best scores about 1 by construction: no such shortcut.
+        if self.cosine > 0 and self.score >= HIGH_SCORE:
+            return self.coverage >= HIGH_SCORE_COVERAGE - 1e-9
         return self.score >= CONFIDENT_SCORE and self.coverage > CONFIDENT_COVERAGE
+
+    @property
+    def answers_request(self) -> bool:
+        """Whether the pick answers the question inside a confidently classified request."""
+        return self.score >= CONFIDENT_SCORE and self.coverage >= REQUEST_COVERAGE
 
 
 @dataclass(frozen=True)
@@ -165,13 +189,18 @@ def candidates(text: str, section: str = "") -> list[Candidate]:
             continue
         parts = list(block.parts)
         rest = _rest_of_section(blocks[b + 1 :])
+        # A signpost announces the sections below only from the top of its own section; further
+        # down ("... apply to all of these, as explained below.") it looks back, then away.
+        announces = block.new_section or b == 0 or bool(blocks[b + 1 :] and blocks[b + 1].listed
+                                                           and not blocks[b + 1].new_section)
         for n in range(1, MAX_WINDOW + 1):
             for i in range(len(parts) - n + 1):
                 window = " ".join(parts[i : i + n])
                 opens = i == 0 and (block.new_section or b == 0)
                 out.append(Candidate(window, block.section, n, following=tuple(parts[i + n :]) + rest,
                                      opens_section=opens))
-                if any(_SIGNPOST.search(p.strip()) for p in parts[i : i + n]) and (digest := _digest(blocks[b + 1 :])):
+                if announces and any(_SIGNPOST.search(p.strip()) for p in parts[i : i + n]) \
+                        and (digest := _digest(blocks[b + 1 :])):
                     out.append(Candidate(" ".join(parts) + "\n" + digest, block.section, n, anchor=window,
                                          opens_section=opens))
     return out
@@ -271,6 +300,8 @@ def coverage(question: str, text: str) -> float:
 
 def _adjustment(question: str, c: Candidate) -> float:
     cost = max(0, c.sentences - 1) * EXTRA_SENTENCE_COST
+    if c.sentences and not c.opens_section and _LEANS_BACK.match(c.scored):
+        cost += LEANS_BACK_COST
     if c.opens_section:
         cost -= OPENING_BONUS
     if c.anchor:

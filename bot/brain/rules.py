@@ -16,6 +16,9 @@ from bot.contracts import BrainPlan, OnError, PlanStep, ToolResult
 ASK_ORDER_ID = "Which order number is this about? You will find it in your order confirmation email."
 CLARIFY = ("I want to make sure I get this right. Could you tell me a bit more? I can help with "
            "orders, deliveries, refunds, invoices, payments and account questions.")
+# A clause that asks how something works ("how do i track it", "can I still cancel it?"),
+# beside the request itself ("where is my order?"): the help centre may answer it meanwhile.
+_HOW_TO = re.compile(r"(?:^|[?.!,;]|\band\b)\s*(how|can|could|what|when|why|do|does|is it|will|should)\b", re.I)
 _YES = re.compile(r"^\W*(yes|yeah|yep|sure|please|ok(ay)?|y|human|agent|a human|person|a person)\b[\w\s!.,]*$", re.I)
 
 
@@ -83,7 +86,10 @@ class RulesPlanner:
                     PlanStep(tool="get_order_status", args={"email": context.verified_email})])
             # A question about a request ("can I cancel my order for free?") is answered from
             # the help centre, when it answers confidently, while we ask for the order.
-            search = self._kb_search(context) if "search_kb" in allowed else []
+            # So is a how-to question inside an order request ("where is my order? how do i
+            # track it"), whatever the intent's own plan.
+            asks_how = _HOW_TO.search(context.text) is not None
+            search = self._kb_search(context) if "search_kb" in allowed or asks_how else []
             return BrainPlan(intent=intent, confidence=confidence, needs_clarification=True,
                              clarification_question=ASK_ORDER_ID, awaiting="order_id",
                              steps=search, kb_answer_if_confident=bool(search))
