@@ -100,18 +100,9 @@ class EmailResponder:
                 "conversation over while it was being written.", session_id=envelope.session_id,
                 inbox_id=envelope.id))
             return
-        signature = self._signature(envelope.tenant_id)
-        await self._queue(
-            envelope,
-            text=render_text(outcome.reply, outcome.citations, signature),
-            html_body=render_html(outcome.reply, outcome.citations, signature),
-            summary=outcome.reply,
-            key=f"reply:{envelope.id}",
-            kind="reply",
-            inbox_id=envelope.id,
-            mirror_info={"pending_action_id": outcome.pending_action_id,
-                         "handed_off": outcome.state == "HANDED_OFF"},
-        )
+        await self._queue_answer(envelope, outcome, key=f"reply:{envelope.id}", kind="reply",
+                                 mirror_info={"pending_action_id": outcome.pending_action_id,
+                                              "handed_off": outcome.state == "HANDED_OFF"})
 
     async def follow_up(self, envelope: MessageEnvelope, outcome) -> None:
         """A degraded turn's late answer (bot/deadline.py): one more email in the thread, after
@@ -121,16 +112,18 @@ class EmailResponder:
         if await self._taken_over(envelope.session_id):  # a teammate has it now: theirs is the answer
             log.info("mail_follow_up_withheld", inbox_id=envelope.id, session_id=envelope.session_id)
             return
+        await self._queue_answer(envelope, outcome, key=f"late:{envelope.id}", kind="follow_up",
+                                 mirror_info={"pending_action_id": outcome.pending_action_id})
+
+    async def _queue_answer(self, envelope: MessageEnvelope, outcome, *, key: str, kind: str,
+                            mirror_info: dict) -> None:
+        """A turn's answer as an email (text and HTML, with the tenant's signature), keyed."""
         signature = self._signature(envelope.tenant_id)
         await self._queue(
             envelope,
             text=render_text(outcome.reply, outcome.citations, signature),
             html_body=render_html(outcome.reply, outcome.citations, signature),
-            summary=outcome.reply,
-            key=f"late:{envelope.id}",
-            kind="follow_up",
-            inbox_id=envelope.id,
-            mirror_info={"pending_action_id": outcome.pending_action_id},
+            summary=outcome.reply, key=key, kind=kind, inbox_id=envelope.id, mirror_info=mirror_info,
         )
 
     async def _taken_over(self, session_id: str) -> bool:
