@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from bot.brain.base import PlanContext
 from bot.contracts import BrainPlan, MessageEnvelope
-from bot.feedback import DOWNVOTED_INBOX_IDS
 from bot.store import Store, loads
 
 
@@ -36,15 +35,8 @@ def _summary(plan: BrainPlan | dict | None) -> tuple[str, list[str]]:
 
 async def replay(store: Store, planner, settings, registry, limit: int = 200,
                  tenant_id: str | None = None, downvoted: bool = False) -> list[ReplayDiff]:
-    where, params = "outcome IS NOT NULL", []
-    if tenant_id:
-        where += " AND tenant_id = ?"
-        params.append(tenant_id)
-    if downvoted:
-        where += f" AND id IN ({DOWNVOTED_INBOX_IDS})"
-    rows = list(store.db["inbox"].rows_where(where, params, order_by="received_at desc", limit=limit))
     diffs = []
-    for row in reversed(rows):
+    for row in store.replayable_turns(limit, tenant_id, downvoted):
         stored = loads(row["outcome"], {}).get("plan")
         if stored is None:
             continue  # a silent turn (handed off): nothing was planned

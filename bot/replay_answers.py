@@ -22,7 +22,6 @@ from typing import Any
 from bot.brain.base import PlanContext
 from bot.brain.drafting import compose
 from bot.contracts import BrainPlan, MessageEnvelope, ToolResult
-from bot.feedback import DOWNVOTED_INBOX_IDS
 from bot.guards import guard_reply
 from bot.hands.context import HandContext
 from bot.store import loads
@@ -61,15 +60,6 @@ class AnswerDiff:
             self.sources_before != self.sources_after
 
 
-def _rows(store, limit: int, tenant_id: str | None, downvoted: bool) -> list[dict]:
-    where, params = "outcome IS NOT NULL", []
-    if tenant_id:
-        where += " AND tenant_id = ?"
-        params.append(tenant_id)
-    if downvoted:
-        where += f" AND id IN ({DOWNVOTED_INBOX_IDS})"
-    rows = list(store.sync.db["inbox"].rows_where(where, params, order_by="received_at desc", limit=limit))
-    return list(reversed(rows))
 
 
 async def _results(rt, plan: BrainPlan, envelope: MessageEnvelope, recorded: list[ToolResult]) -> list[ToolResult]:
@@ -98,7 +88,7 @@ async def replay_answers(rt, *, limit: int = 200, tenant_id: str | None = None,
     """Re-answer stored turns that had a reply; one `AnswerDiff` each, oldest first."""
     planner = rt.orchestrator.planner
     diffs = []
-    for row in _rows(rt.store, limit, tenant_id, downvoted):
+    for row in await rt.store.replayable_turns(limit, tenant_id, downvoted):
         stored = loads(row["outcome"], {})
         if stored.get("reply") is None or stored.get("plan") is None:
             continue  # a silent turn (handed off) or a failed one: no answer to compare

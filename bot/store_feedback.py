@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.feedback import DOWNVOTED_INBOX_IDS
 from bot.redact import mask_sensitive
 from bot.store_rows import dumps, loads
 
@@ -30,3 +31,15 @@ class FeedbackTables:
         for row in self.db["feedback"].rows_where("id = ?", [feedback_id]):
             return {**row, "reasons": loads(row.get("reasons"), [])}
         return None
+
+    def replayable_turns(self, limit: int, tenant_id: str | None = None, downvoted: bool = False) -> list[dict]:
+        """The latest `limit` answered inbox rows, oldest first: what `deskhand replay` re-plans
+        or re-answers; with `downvoted`, only answers someone still marks 👎."""
+        where, params = "outcome IS NOT NULL", []
+        if tenant_id:
+            where += " AND tenant_id = ?"
+            params.append(tenant_id)
+        if downvoted:
+            where += f" AND id IN ({DOWNVOTED_INBOX_IDS})"
+        rows = list(self.db["inbox"].rows_where(where, params, order_by="received_at desc", limit=limit))
+        return list(reversed(rows))
