@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -39,6 +40,15 @@ async def start_run(env: dict[str, str], err: Path) -> asyncio.subprocess.Proces
     line = await asyncio.wait_for(proc.stdout.readline(), CONNECT_TIMEOUT_S)  # printed once connected
     assert b"connected to Slack" in line, err.read_text()
     return proc
+
+
+async def mail_port(proc: asyncio.subprocess.Process, err: Path) -> int:
+    """The SMTP port a started `deskhand run` with mail on prints once it accepts mail."""
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), CONNECT_TIMEOUT_S)
+        assert line, err.read_text()
+        if match := re.search(rb"Mail: receiving on 127\.0\.0\.1:(\d+)", line):
+            return int(match.group(1))
 
 
 async def stop_run(proc: asyncio.subprocess.Process) -> int:

@@ -10,16 +10,14 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
-import signal
 from pathlib import Path
 
 from bot.config import FIXTURES
 from bot.logs import configure_logging, get_logger
 from bot.redact import mask_for_log, mask_sensitive
 from tests.test_mail_bridge import email, relay, smtp_send  # noqa: F401 - `relay` is a fixture
-from tests.test_mail_bridge_crash import DESKHAND
+from deskhand_process import DESKHAND, deskhand_run, mail_port
 from tests.test_slack_app import ACME, TENANTS, emu  # noqa: F401 - `emu` is a fixture
 
 CUSTOMER = "zelda.quist@example.org"
@@ -46,23 +44,11 @@ async def test_deskhand_run_with_mail_logs_no_address_and_no_library_debug_at_in
     assert reload.returncode == 0, reload_err.decode()
 
     err = tmp_path / "run.err"
-    with open(err, "wb") as errors:
-        proc = await asyncio.create_subprocess_exec(DESKHAND, "run", env=env, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=errors)
-    try:
-        port = None
-        while port is None:  # it prints the SMTP port once mail is accepted
-            line = await asyncio.wait_for(proc.stdout.readline(), 240)
-            assert line, err.read_text()
-            if match := re.search(rb"Mail: receiving on 127\.0\.0\.1:(\d+)", line):
-                port = int(match.group(1))
+    async with deskhand_run(env, err) as proc:
+        port = await mail_port(proc, err)
         raw = email("Where is order A-1042? My card is 4242 4242 4242 4242.", sender=f"Zelda Quist <{CUSTOMER}>")
         assert await asyncio.to_thread(smtp_send, port, raw, CUSTOMER) == {}
         await relay.wait_for(1)  # answered: the whole mail path has run and logged
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 60)
-    assert code == 0, err.read_text()
 
     lines = log_lines(log_file)
     events = [line["event"] for line in lines]

@@ -234,10 +234,9 @@ async def test_mail_that_arrives_while_slack_fails_is_mirrored_in_order_when_it_
 async def test_deskhand_run_receives_mail_and_mirrors_it(emu, settings, relay, tmp_path):
     """The real `deskhand run` process: Slack over Socket Mode and the mail bridge together."""
     import os
-    import re
-    import signal
 
-    from tests.test_mail_bridge_crash import DESKHAND, Serve
+    from deskhand_process import deskhand_run, mail_port
+    from tests.test_mail_bridge_crash import Serve
 
     env = {**os.environ, "DESKHAND_HOME": str(tmp_path / "run-home"), "DESKHAND_KB_DIR": str(tmp_path / "no-kb"),
            "DESKHAND_TENANTS_FILE": str(settings.tenants_file), "SLACK_BOT_TOKEN": emu.team.bot_token,
@@ -245,27 +244,14 @@ async def test_deskhand_run_receives_mail_and_mirrors_it(emu, settings, relay, t
            "DESKHAND_SMTP_ENABLED": "1", "DESKHAND_SMTP_PORT": "0", "DESKHAND_RELAY_PORT": str(relay.port),
            "DESKHAND_MAIL_TENANT": ACME}
     err = tmp_path / "run.err"
-    with open(err, "wb") as errors:
-        proc = await asyncio.create_subprocess_exec(DESKHAND, "run", env=env, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=errors)
-    try:
-        port = None
-        while port is None:  # it prints the SMTP port once mail is accepted
-            line = await asyncio.wait_for(proc.stdout.readline(), 240)
-            assert line, err.read_text()
-            if match := re.search(rb"Mail: receiving on 127\.0\.0\.1:(\d+)", line):
-                port = int(match.group(1))
+    async with deskhand_run(env, err) as proc:
+        port = await mail_port(proc, err)
         sender = Serve(tmp_path / "run-home", relay.port)
         sender.port = port
         await sender.send(email("Where is order A-1042?"))
         await relay.wait_for(1)
         root = await thread_root(emu)
         await thread_post(emu, root, "Deskhand replied")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 60)
-
-    assert code == 0, err.read_text()
     assert relay.parsed(0)["In-Reply-To"] == "<q1@example.com>"
 
 
