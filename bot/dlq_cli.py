@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from bot.contracts import MessageEnvelope
-from bot.store_dead_letters import DEAD
+from bot.store.dead_letters import DEAD
 
 dlq_app = typer.Typer(
     help="Dead letters: messages whose turn kept crashing Deskhand. List, show, retry, drop.",

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from bot.brain.base import PlanContext
 from bot.contracts import BrainPlan, MessageEnvelope
-from bot.store import Store, loads
+from bot.store import Store
+from bot.store.rows import loads
 
 
 @dataclass

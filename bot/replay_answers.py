@@ -24,7 +24,7 @@ from bot.brain.drafting import compose
 from bot.contracts import BrainPlan, MessageEnvelope, ToolResult
 from bot.guards import guard_reply
 from bot.hands.context import HandContext
-from bot.store import loads
+from bot.store.rows import loads
 
 
 class ReplayWriteRefused(RuntimeError):

@@ -40,7 +40,7 @@ from bot.logs import get_logger
 from bot.shadow import is_shadow
 from bot.slack import blocks as bk
 from bot.slack.ids import parse_session_id
-from bot.store_rows import loads
+from bot.store.rows import loads
 
 log = get_logger("deskhand.timers")
 

@@ -17,7 +17,7 @@ from bot.brain.abuse import AbuseVerdict
 from bot.brain.base import PlanContext
 from bot.brain.drafting import Draft
 from bot.contracts import BrainPlan, Citation, MessageEnvelope, ToolResult
-from bot.store_rows import loads
+from bot.store.rows import loads
 
 # Tool errors that mean "the customer asked for something that is not there" (no such order,
 # too large a refund): explained to the customer, never a reason to hand off or degrade.

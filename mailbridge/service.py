@@ -55,7 +55,7 @@ from mailbridge.outbox import Outbox, RelayConfig, RunResult
 from mailbridge.parse import ParsedEmail, fallback_message_id, parse_message
 from mailbridge.receiver import MailReceiver, SmtpServer, start_smtp_server
 from mailbridge.responder import EmailResponder
-from mailbridge.store_outbox import CHANNEL, StoreOutbox
+from bot.store.mail_outbox import CHANNEL, StoreOutbox
 from mailbridge.threading import resolve_thread
 
 log = get_logger("deskhand.mail")

@@ -12,7 +12,7 @@ from bot.cli import app
 from bot.store import AsyncStore, Store
 from mailbridge.outbox import Outbox, PermanentSendError, RelayConfig, TemporarySendError, build_reply
 from mailbridge.parse import parse_message
-from mailbridge.store_outbox import StoreOutbox
+from bot.store.mail_outbox import StoreOutbox
 from tests.test_mail_bridge import email
 
 runner = CliRunner()

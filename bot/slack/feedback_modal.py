@@ -2,7 +2,7 @@
 
 The modal carries the feedback row it belongs to (and where the click was) in
 `private_metadata`; a submission is only stored on that row if it is the same workspace and
-the same person (bot/store_feedback.py), so a forged id changes nothing.
+the same person (bot/store/feedback.py), so a forged id changes nothing.
 """
 
 from __future__ import annotations

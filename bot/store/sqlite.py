@@ -1,41 +1,33 @@
-"""The SQLite store (sqlite-utils, WAL): every table Deskhand persists, behind one class.
+"""`Store`: the SQLite implementation (sqlite-utils, WAL), every table Deskhand persists.
+
 What leaves Deskhand (the outbox, email threads, the Slack mirror of email) is written by
-`DeliveryTables` (bot/store_delivery.py), poison messages by `DeadLetterTables`
-(bot/store_dead_letters.py), shadow turns by `ShadowTables` (bot/store_shadow.py) and a 👎's
-reasons by `FeedbackTables` (bot/store_feedback.py);
-`Store` inherits them all.
+`DeliveryTables` (delivery.py), poison messages by `DeadLetterTables` (dead_letters.py),
+shadow turns by `ShadowTables` (shadow.py) and a 👎's reasons by `FeedbackTables`
+(feedback.py); `Store` inherits them all. `Store` is synchronous and owns one connection;
+async code reaches it through `AsyncStore` (async_store.py), on one thread.
 
-`Store` is synchronous and owns one connection. `AsyncStore` runs every call on a single
-dedicated thread, so the event loop never blocks on disk and the connection is never shared
-between threads. Handlers never touch the store; the orchestrator and the hands do.
-
-This module is over 400 lines because it is the one class every table's SQL goes through; the
-tables that leave Deskhand or serve one feature live in mixins beside it (delivery, dead
-letters, shadow runs, feedback) until persistence moves into one `bot/store/` package.
+This module is over 400 lines because it is the one class the core tables' SQL goes through
+(inbox, sessions, messages, case state, tool calls, approvals, audit, traces); the tables
+that leave Deskhand or serve one feature live in the mixins beside it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from bot.contracts import MessageEnvelope, PendingAction
-from bot.migrations import apply_migrations
-from bot.store_dead_letters import DeadLetterTables
-from bot.store_delivery import DeliveryTables
-from bot.store_feedback import FeedbackTables
-from bot.store_shadow import ShadowTables
-from bot.store_rows import dumps, loads, now_iso
+from bot.store.migrations import apply_migrations
+from bot.store.dead_letters import DeadLetterTables
+from bot.store.delivery import DeliveryTables
+from bot.store.feedback import FeedbackTables
+from bot.store.shadow import ShadowTables
+from bot.store.rows import dumps, loads, now_iso
 
 # Inbox lifecycle. A message is `received` before anything else happens, `processing` while
 # its turn runs, `answered` once the reply is stored, and `delivered` once a surface took it.
@@ -382,94 +374,3 @@ class Store(DeliveryTables, DeadLetterTables, ShadowTables, FeedbackTables):
             "approvals": count("SELECT count(*) FROM audit_log WHERE tenant_id = ? AND ts >= ?"
                                " AND action IN ('approved', 'rejected')"),
         }
-
-
-class AsyncStore:
-    """Runs every `Store` method on one dedicated thread: `await astore.inbox_add(...)`.
-
-    Calls are queued and the store thread runs whatever has queued up in one go, then hands
-    the results back to the event loop in one callback: under load (many turns at once) a
-    thread hop is paid per batch rather than per call, which roughly triples how many store
-    calls a second the process can make. Calls still run one at a time, in order.
-    """
-
-    def __init__(self, store: Store):
-        self.sync = store
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        self._closed = False
-        self._thread = threading.Thread(target=self._serve, name="deskhand-store", daemon=True)
-        self._thread.start()
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        fn = getattr(self.sync, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self._closed:
-                raise RuntimeError("the store is closed")
-            loop = asyncio.get_running_loop()
-            future = loop.create_future()
-            self._calls.put((partial(fn, *args, **kwargs), loop, future))
-            return await future
-
-        call.__name__ = name
-        return call
-
-    def _serve(self) -> None:
-        while True:
-            batch = [self._calls.get()]
-            while True:
-                try:
-                    batch.append(self._calls.get_nowait())
-                except queue.Empty:
-                    break
-            done: dict[asyncio.AbstractEventLoop, list] = {}
-            for item in batch:
-                if item is None:  # close(): everything queued before it has run
-                    self._hand_back(done)
-                    return
-                fn, loop, future = item
-                try:
-                    outcome = (fn(), None)
-                except BaseException as exc:  # handed to the caller, as run_in_executor would
-                    outcome = (None, exc)
-                if loop is not None:
-                    done.setdefault(loop, []).append((future, outcome))
-            self._hand_back(done)
-
-    @staticmethod
-    def _hand_back(done: dict) -> None:
-        for loop, results in done.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, results)
-            except RuntimeError:  # that loop has closed; nobody is waiting any more
-                pass
-
-    def close(self) -> None:
-        # Close on the store thread so the connection is only ever used from it.
-        if self._closed:
-            return
-        self._closed = True
-        closed: concurrent.futures.Future = concurrent.futures.Future()
-
-        def close_store() -> None:
-            try:
-                self.sync.close()
-            except BaseException as exc:
-                closed.set_exception(exc)
-            else:
-                closed.set_result(None)
-
-        self._calls.put((close_store, None, None))
-        self._calls.put(None)
-        self._thread.join()
-        closed.result()
-
-
-def _resolve(results: list) -> None:
-    for future, (value, exc) in results:
-        if future.cancelled():
-            continue
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(value)

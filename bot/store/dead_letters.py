@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from bot.slack.ids import placeholder_key
-from bot.store_rows import dumps, now_iso
+from bot.store.rows import dumps, now_iso
 
 DEAD, RETRIED, DROPPED = "dead", "retried", "dropped"
 SYSTEM_ACTOR = "deskhand"

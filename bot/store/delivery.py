@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.store_rows import loads, now_iso
+from bot.store.rows import loads, now_iso
 
 
 class DeliveryTables:

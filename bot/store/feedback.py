@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.feedback import DOWNVOTED_INBOX_IDS
 from bot.redact import mask_sensitive
-from bot.store_rows import dumps, loads
+from bot.store.rows import dumps, loads
 
 
 class FeedbackTables:

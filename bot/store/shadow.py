@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.store_rows import dumps, loads, now_iso
+from bot.store.rows import dumps, loads, now_iso
 
 
 class ShadowTables:
