@@ -155,6 +155,32 @@ def test_without_the_question_words_in_the_article_a_pick_is_not_confident():
     assert pick is not None and pick.confident and "American Express" in pick.text
 
 
+def test_a_table_row_is_read_as_a_sentence_and_the_table_quoted_whole():
+    text = ("## Shipping costs\n\n| Service | Cost | Free from |\n|---|---|---|\n"
+            "| Standard delivery | 4.95 EUR | orders of 50 EUR or more |\n| Express delivery | 9.95 EUR | never free |\n")
+    tables = [c for c in passages.candidates(text) if c.sentences == 0]
+    assert [c.anchor for c in tables] == ["Standard delivery: Cost 4.95 EUR, Free from orders of 50 EUR or more.",
+                                          "Express delivery: Cost 9.95 EUR, Free from never free."]
+    assert all(c.text.startswith("| Service | Cost | Free from |") and "9.95 EUR" in c.text for c in tables)
+
+
+async def test_a_price_in_a_table_beats_the_sentence_about_the_exception(rt):
+    # The shipping-costs table states the price; the sentence after it is about outside the EU.
+    outcome = await ask(rt, "how much is shipping?", "s-shipping-cost")
+    assert answer_correct(outcome.reply, "4.95 EUR"), outcome.reply
+    assert [c.doc_id for c in outcome.citations] == ["shipping/shipping-policy"]
+
+
+async def test_a_question_for_a_contact_detail_is_answered_and_a_request_for_a_person_handed_off(rt):
+    outcome = await ask(rt, "what's your phone number", "s-phone")
+    assert outcome.plan.intent == "contact_customer_service"
+    assert answer_correct(outcome.reply, "+49 30 1234 5678"), outcome.reply
+    assert [c.doc_id for c in outcome.citations] == ["support/contact-us"]
+    assert outcome.state != "HANDED_OFF"
+    person = await ask(rt, "how do I contact customer service", "s-contact")
+    assert [r.tool for r in person.results] == ["escalate_to_human"]
+
+
 # ------------------------------------------------------------------ deskhand run
 
 

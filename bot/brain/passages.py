@@ -6,7 +6,8 @@ you accept?" is not answered by the section's last sentence, nor "how long do re
 by a link). So the hits' texts (up to three) are cut into candidates, each scored against the question:
 
 - candidates: windows of one to three consecutive sentences within a paragraph; each list or
-  table whole (with the sentence that introduces it, when it ends in ":"); and a signpost
+  table whole (with the sentence that introduces it, when it ends in ":"), a table scored by
+  its best row read as a sentence; and a signpost
   ("We accept the following payment methods.") with what it announces: the list below it,
   or the first sentence of each section that follows;
 - score: 0.9 x the encoder cosine of question and candidate (the KB's own MiniLM encoder,
@@ -38,7 +39,7 @@ import numpy as np
 from kb_loader.lexical import tokens
 
 VECTOR_WEIGHT = 0.9
-LEXICAL_WEIGHT = 0.1
+LEXICAL_WEIGHT = 0.15  # on the question set 0.1 and 0.2 each answer fewer questions
 # The section heading alone against the question: "How long a refund takes" names the answer.
 HEADING_WEIGHT = 0.1
 EXTRA_SENTENCE_COST = 0.03  # per sentence beyond the first in a window
@@ -98,7 +99,7 @@ class Candidate:
     text: str  # what the answer quotes
     section: str
     sentences: int = 1  # 0 for a list or table block
-    anchor: str = ""  # what is scored, when not `text`: a signpost sentence for its digest
+    anchor: str = ""  # what is scored, when not `text`: a signpost for its digest, a table's row
     following: tuple[str, ...] = ()  # the rest of the paragraph, which a short answer reads on into
     opens_section: bool = False  # starts at its section's first sentence
 
@@ -184,8 +185,14 @@ def candidates(text: str, section: str = "") -> list[Candidate]:
             intro = before.parts[-1] if before and not before.listed and before.section == block.section \
                 and before.parts and before.parts[-1].rstrip().endswith(":") else ""
             body = "\n".join(block.parts)
-            out.append(Candidate(f"{intro}\n{body}" if intro else body, block.section, 0,
-                                 opens_section=block.new_section or b == 0))
+            text = f"{intro}\n{body}" if intro else body
+            opens = block.new_section or b == 0
+            rows = _table_rows_as_sentences(block.parts)
+            # A table answers as well as its best row does ("how much is shipping?" is the
+            # standard-delivery row), and is quoted whole, so the other rows stay in view.
+            out.extend(Candidate(text, block.section, 0, anchor=row, opens_section=opens) for row in rows)
+            if not rows:
+                out.append(Candidate(text, block.section, 0, opens_section=opens))
             continue
         parts = list(block.parts)
         rest = _rest_of_section(blocks[b + 1 :])
@@ -204,6 +211,21 @@ def candidates(text: str, section: str = "") -> list[Candidate]:
                     out.append(Candidate(" ".join(parts) + "\n" + digest, block.section, n, anchor=window,
                                          opens_section=opens))
     return out
+
+
+def _table_rows_as_sentences(lines: tuple[str, ...]) -> list[str]:
+    """Each body row of a Markdown table as a sentence ("Standard delivery: Cost 4.95 EUR, Free
+    from orders of 50 EUR or more."), which the encoder understands; pipes and rules it does
+    not. [] when the lines are not a table with a header."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines
+            if _TABLE_ROW.match(line)]
+    if len(rows) < 3 or not all(set(cell) <= set("-: ") for cell in rows[1]):
+        return []
+    header, read = rows[0], []
+    for row in rows[2:]:
+        pairs = [f"{name} {value}" for name, value in zip(header[1:], row[1:]) if value]
+        read.append(f"{row[0]}: {', '.join(pairs)}." if pairs else f"{row[0]}.")
+    return read
 
 
 def _rest_of_section(following: list[_Block]) -> tuple[str, ...]:
@@ -304,7 +326,7 @@ def _adjustment(question: str, c: Candidate) -> float:
         cost += LEANS_BACK_COST
     if c.opens_section:
         cost -= OPENING_BONUS
-    if c.anchor:
+    if c.anchor and c.sentences:
         cost -= 0.001  # a signpost with what it points at beats the bare signpost
     elif (c.sentences == 1 and _SIGNPOST.search(c.text.strip())) or _REFERRAL.search(c.text):
         cost += SIGNPOST_COST

@@ -19,6 +19,10 @@ CLARIFY = ("I want to make sure I get this right. Could you tell me a bit more? 
 # A clause that asks how something works ("how do i track it", "can I still cancel it?"),
 # beside the request itself ("where is my order?"): the help centre may answer it meanwhile.
 _HOW_TO = re.compile(r"(?:^|[?.!,;]|\band\b)\s*(how|can|could|what|when|why|do|does|is it|will|should)\b", re.I)
+# "what's your phone number?", "when are you open?": a question for a fact about the support
+# team, which the help centre states, unlike "how do I contact customer service?", which asks
+# for a person.
+_ASKS_FOR_DETAIL = re.compile(r"^\W*(what|what's|whats|when|where|which)\b", re.I)
 _YES = re.compile(r"^\W*(yes|yeah|yep|sure|please|ok(ay)?|y|human|agent|a human|person|a person)\b[\w\s!.,]*$", re.I)
 
 
@@ -93,6 +97,13 @@ class RulesPlanner:
             return BrainPlan(intent=intent, confidence=confidence, needs_clarification=True,
                              clarification_question=ASK_ORDER_ID, awaiting="order_id",
                              steps=search, kb_answer_if_confident=bool(search))
+        if intent == "contact_customer_service" and _ASKS_FOR_DETAIL.match(context.text):
+            # Answered from the help centre when it states the fact confidently; otherwise a
+            # human is offered, as for any question the help centre cannot answer.
+            search = self._kb_search(context)
+            if search:
+                return BrainPlan(intent=intent, confidence=confidence, steps=search, offer_human=True,
+                                 kb_answer_if_confident=True)
         steps = [self._step(tool, intent, context, order_id) for tool in allowed]
         return BrainPlan(intent=intent, confidence=confidence, steps=steps)
 
