@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bot.brain.base import PlanContext
 from bot.contracts import BrainPlan, MessageEnvelope
+from bot.hands.gate import allowed_tools
 from bot.store import Store
 from bot.store.rows import loads
 
@@ -46,7 +47,7 @@ async def replay(store: Store, planner, settings, registry, limit: int = 200,
         # The case state is not versioned per turn, so replay plans each message as it would
         # be planned with no pending question: differences on follow-ups are expected.
         context = PlanContext(envelope=envelope, policy=policy,
-                              tools=[s for s in registry.specs() if policy.tool_allowed(s.name)],
+                              tools=allowed_tools(policy, registry.specs()),
                               verified_email=envelope.metadata.get("verified_email"))
         plan = await planner.plan(context)
         diffs.append(ReplayDiff(row["id"], envelope.text[:80], _summary(stored), _summary(plan)))

@@ -13,6 +13,7 @@ from typing import Protocol
 from bot.brain.pii import PiiVault
 from bot.config import TenantPolicy
 from bot.contracts import BrainPlan, MessageEnvelope
+from bot.hands.gate import allowed_tools
 from bot.hands.registry import ToolSpec
 
 
@@ -37,6 +38,11 @@ class PlanContext:
 
     def tool_names(self) -> set[str]:
         return {t.name for t in self.tools}
+
+    def allowed_tool_names(self) -> set[str]:
+        """The offered tools the tenant's policy allows (bot/hands/gate.py): a planner's own
+        check, whoever built the context."""
+        return {t.name for t in allowed_tools(self.policy, self.tools)}
 
 
 class Planner(Protocol):

@@ -33,7 +33,8 @@ from bot.brain.llm_schema import plan_model, reply_model, to_contract
 from bot.brain.prompts import draft_messages, intents_for, passages_from, plan_messages, restore
 from bot.brain.tokens import count_tokens
 from bot.config import Settings
-from bot.contracts import BrainPlan, PlanStep, ToolResult
+from bot.contracts import BrainPlan, PlanStep, ToolResult, utcnow
+from bot.hands.gate import allowed_tools
 from bot.hands.registry import ToolRegistry, ToolSpec
 from bot.logs import get_logger
 
@@ -84,6 +85,7 @@ class CallLog:
         self._model = ""
         self._messages: list = []
         self._started = 0.0
+        self._started_at = ""
         self._attempt = 0
 
     def hooks(self) -> Hooks:
@@ -99,13 +101,14 @@ class CallLog:
         self._messages = list(kwargs.get("messages") or [])
         self._attempt += 1
         self._started = time.perf_counter()
+        self._started_at = utcnow().isoformat()  # the call's span starts here (`deskhand trace`)
 
     def _record(self, ok: bool, tokens_in: int, tokens_out: int, error: str | None, estimated: bool) -> None:
         self.sink.append({
             **self.base, "model": self._model, "attempt": self._attempt, "ok": ok, "error": error,
             "tokens_in": tokens_in, "tokens_out": tokens_out, "tokens_estimated": estimated,
             "cost_usd": call_cost(self.prices, self._model, tokens_in, tokens_out),
-            "latency_ms": round((time.perf_counter() - self._started) * 1000, 3),
+            "latency_ms": round((time.perf_counter() - self._started) * 1000, 3), "started_at": self._started_at,
         })
 
     def _on_response(self, response: Any) -> None:
@@ -205,8 +208,7 @@ class LLMPlanner:
     def allowed_specs(self, context: PlanContext) -> list[ToolSpec]:
         """The tools this turn may use: registered, offered to the planner, and allowed by
         the tenant's policy. Whatever the model says, nothing else can be planned."""
-        return [spec for spec in context.tools
-                if spec.name in self.registry and context.policy.tool_allowed(spec.name)]
+        return [spec for spec in allowed_tools(context.policy, context.tools) if spec.name in self.registry]
 
     def check(self, plan: BrainPlan, allowed: list[str]) -> None:
         """Re-validate a converted plan against the registry and the policy."""

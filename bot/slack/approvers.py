@@ -1,17 +1,16 @@
-"""Who people are, per workspace: verified emails, approvers, staff. Cached briefly.
+"""Who people are, per workspace: verified emails, names, user-group members. Cached briefly.
 
 - A user's email and name come from `users.info` (the email is the profile email Slack has
   verified); they are cached for ten minutes and looked up with a short timeout when a turn
   starts (never before the ack), so a slow Slack delays an answer by at most that timeout.
-- Approvers are the tenant's configured user IDs plus the members of its approver user group
-  (`usergroups.users.list`, cached for a minute). Any failure to ask Slack counts as "no".
-- Staff (who may hand a conversation back) are approvers and admins.
+- A user group's members come from `usergroups.users.list`, cached for a minute. This is the
+  policy gate's `Membership` port (bot/hands/gate.py), which decides who is an approver or
+  staff on every surface; a failure to ask Slack is None, which the gate counts as "no".
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from cachetools import TTLCache
@@ -30,10 +29,9 @@ class Person:
 
 
 class Directory:
-    def __init__(self, teams: dict[str, SlackTeam], policy: Callable, *, group_ttl_s: float = 60.0,
+    def __init__(self, teams: dict[str, SlackTeam], *, group_ttl_s: float = 60.0,
                  email_ttl_s: float = 600.0, lookup_timeout_s: float = 1.5):
         self.teams = teams
-        self.policy = policy  # tenant_id -> TenantPolicy
         self.lookup_timeout_s = lookup_timeout_s
         self._groups: TTLCache = TTLCache(maxsize=1_000, ttl=group_ttl_s)
         self._people: TTLCache = TTLCache(maxsize=50_000, ttl=email_ttl_s)  # (team, user) -> Person
@@ -81,32 +79,19 @@ class Directory:
         self._people[(team_id, user_id)] = person
         return person
 
-    async def group_members(self, team_id: str, usergroup: str) -> set[str]:
+    async def group_members(self, team_id: str, usergroup: str) -> set[str] | None:
+        """The group's members, or None when Slack cannot be asked (no such workspace, an error)."""
         key = (team_id, usergroup)
         if key in self._groups:
             return self._groups[key]
         team = self.teams.get(team_id)
         if team is None:
-            return set()
+            return None
         try:
             response = await team.client.usergroups_users_list(usergroup=usergroup)
         except (SlackApiError, OSError) as exc:
             log.warning("usergroup_lookup_failed", usergroup=usergroup, error=type(exc).__name__)
-            return set()  # not cached: the next click asks again
+            return None  # not cached: the next click asks again
         members = set(response.get("users") or [])
         self._groups[key] = members
         return members
-
-    async def is_approver(self, tenant_id: str, user_id: str) -> bool:
-        policy = self.policy(tenant_id)
-        if user_id in policy.approvers:
-            return True
-        if policy.approver_usergroup:
-            return user_id in await self.group_members(tenant_id, policy.approver_usergroup)
-        return False
-
-    def is_admin(self, tenant_id: str, user_id: str) -> bool:
-        return user_id in self.policy(tenant_id).admins
-
-    async def is_staff(self, tenant_id: str, user_id: str) -> bool:
-        return self.is_admin(tenant_id, user_id) or await self.is_approver(tenant_id, user_id)

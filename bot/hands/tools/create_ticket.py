@@ -29,7 +29,7 @@ def _key(ctx: HandContext, args: CreateTicketArgs) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-@hand(side_effect="write", idempotency_key=_key)
+@hand(side_effect="write", scopes=("tickets:write",), idempotency_key=_key, system="tickets")
 async def create_ticket(ctx: HandContext, args: CreateTicketArgs) -> Ticket:
     """Open a support ticket for a teammate to follow up (idempotent per conversation and subject)."""
     row = await ctx.backends.tickets.create_ticket(

@@ -30,7 +30,7 @@ def _key(ctx: HandContext, args: EscalateArgs) -> str:
     return hashlib.sha256(f"{ctx.tenant_id}|{ctx.session_id}|escalate|{trigger}".encode()).hexdigest()
 
 
-@hand(side_effect="write", idempotency_key=_key)
+@hand(side_effect="write", scopes=("handoff:write",), idempotency_key=_key)
 async def escalate_to_human(ctx: HandContext, args: EscalateArgs) -> Escalation:
     """Hand this conversation to a human teammate; the bot stays silent until it is handed back."""
     await ctx.store.session_update(ctx.session_id, status=HANDED_OFF, handoff_reason=args.reason,

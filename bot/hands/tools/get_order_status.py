@@ -45,7 +45,7 @@ def _info(order: dict) -> OrderInfo:
     return OrderInfo(**{k: v for k, v in order.items() if k in OrderInfo.model_fields})
 
 
-@hand(side_effect="read", cache_ttl_s=60.0)
+@hand(side_effect="read", scopes=("orders:read",), cache_ttl_s=60.0, system="orders")
 async def get_order_status(ctx: HandContext, args: GetOrderStatusArgs) -> OrderStatus:
     """Look up an order's status, shipping and refunds by order ID, or the verified customer's orders by email."""
     if args.order_id:

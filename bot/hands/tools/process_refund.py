@@ -8,7 +8,7 @@ import hashlib
 from pydantic import BaseModel, Field
 
 from bot.hands.context import HandContext
-from bot.hands.errors import ClientError, NotFound
+from bot.hands.errors import NotFound, NotRefundable
 from bot.hands.registry import hand
 
 
@@ -42,14 +42,15 @@ async def _prepare(ctx: HandContext, args: ProcessRefundArgs) -> ProcessRefundAr
     refunded = sum(r.get("amount", 0) for r in order.get("refunds", []) if r.get("status") != "rejected")
     refundable = round(order["total"] - refunded, 2)
     if refundable <= 0:
-        raise ClientError(f"order {order['order_id']} has already been fully refunded")
+        raise NotRefundable(f"order {order['order_id']} has already been fully refunded")
     amount = args.amount if args.amount is not None else refundable
     if amount > refundable + 1e-9:
-        raise ClientError(f"at most {refundable:.2f} can be refunded on {order['order_id']}")
+        raise NotRefundable(f"at most {refundable:.2f} can be refunded on {order['order_id']}")
     return args.model_copy(update={"order_id": order["order_id"], "amount": round(amount, 2)})
 
 
-@hand(side_effect="write", needs_approval=True, idempotency_key=_key, prepare=_prepare, retries=1)
+@hand(side_effect="write", needs_approval=True, scopes=("refunds:write",), idempotency_key=_key,
+      prepare=_prepare, retries=1, system="refunds", prepare_system="orders")
 async def process_refund(ctx: HandContext, args: ProcessRefundArgs) -> Refund:
     """Refund an order to the original payment method. Needs a teammate's approval."""
     row = await ctx.backends.refunds.refund(

@@ -29,7 +29,7 @@ class KbResults(BaseModel):
     hits: list[KbHit]
 
 
-@hand(side_effect="read", cache_ttl_s=30.0)
+@hand(side_effect="read", scopes=("kb:read",), cache_ttl_s=30.0, system="kb")
 async def search_kb(ctx: HandContext, args: SearchKbArgs) -> KbResults:
     """Search the help centre and return up to 3 passages with their citations."""
     kb = ctx.kb
