@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.brain.drafting import (
-    ERROR_REPLIES, GREETING, HANDED_OFF, NOT_CERTAIN, OFFER_HUMAN, SAFE_FAILURE, THANKS, Draft,
-)
+from bot.brain.drafting import GREETING, HANDED_OFF, NOT_CERTAIN, OFFER_HUMAN, SAFE_FAILURE, THANKS, Draft
 from bot.brain.rules import ASK_ORDER_ID, CLARIFY
 from bot.contracts import Channel, Citation, MessageEnvelope, ToolResult
+from bot.error_replies import reply_for
+from bot.hands.errors import SYSTEM_NAMES, HandError, error_class, kinds_under
 from bot.facts import extract_facts
 from bot.guards import facts_in, guard_reply, ungrounded_facts
 
@@ -139,8 +139,11 @@ def test_an_invented_date_or_amount_becomes_not_certain_with_a_human_offered():
         assert guarded.pending_action_id == "pa-1"
 
 
+# Every customer reply an error can get, for each system it can name.
+ERROR_REPLIES = sorted({reply_for(error_class(kind)("", system=system))
+                        for kind in kinds_under(HandError) for system in [*SYSTEM_NAMES, None]})
 CONVERSATIONAL = [GREETING, THANKS, HANDED_OFF, SAFE_FAILURE, NOT_CERTAIN, CLARIFY, ASK_ORDER_ID,
-                  *ERROR_REPLIES.values(), "I can help with that in 2 minutes.", "Give me a minute or two.",
+                  *ERROR_REPLIES, "I can help with that in 2 minutes.", "Give me a minute or two.",
                   "You have 3 items in 2 orders.", "We're open 24/7.", "Step 1: open the app.",
                   "You may want to check your spam folder.", "I'll get back to you in a day or two.",
                   "Option 2 is the quickest.", "Call us between 9:00 and 17:00.",

@@ -10,7 +10,7 @@ from bot.config import load_settings
 from bot.contracts import PlanStep
 from bot.hands.context import HandContext
 from bot.runtime import open_runtime
-from tests.shop_server import ShopServer, tenants_yaml
+from tests.shop_server import tenants_yaml
 
 
 class Clock:
@@ -21,13 +21,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def shop():
-    server = await ShopServer().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
@@ -47,9 +40,7 @@ async def rt(tmp_path, shop, clock):
 
 
 def ctx(rt, session="s1", tenant="T_HTTP", **kw) -> HandContext:
-    return HandContext(tenant_id=tenant, session_id=session, user_id="U1", channel="cli",
-                       correlation_id="c1", policy=rt.settings.policy(tenant),
-                       backends=rt.backends_for(tenant), store=rt.store, **kw)
+    return rt.hand_context(tenant, session, "U1", "cli", "c1", **kw)
 
 
 ORDER = PlanStep(tool="get_order_status", args={"order_id": "A-2001"})

@@ -1,7 +1,8 @@
 """Drafting: the reply, composed only from tool results and citations.
 
 Every fact in a draft (an order ID, a date, an amount) is copied from a `ToolResult`; the
-output guard (bot/guards.py) checks that this stays true for any planner's wording.
+output guard (bot/guards.py) checks that this stays true for any planner's wording. A failed
+tool is worded by its error's type (bot/error_replies.py), naming the system that failed.
 """
 
 from __future__ import annotations
@@ -11,25 +12,17 @@ from dataclasses import dataclass, field
 from bot.brain import policy
 from bot.brain.passages import best_passage
 from bot.contracts import BrainPlan, Citation, ToolResult
+from bot.error_replies import customer_reply
+from bot.hands.errors import KBIndexing, NotFound, error_from_result
 
 OFFER_HUMAN = "Would you like me to bring in a teammate? Just say yes."
 NOT_CERTAIN = "I'm not certain about that, so I'd rather not guess. " + OFFER_HUMAN
-SAFE_FAILURE = ("Sorry, something went wrong on our side while I was looking into this. "
-                "I've opened a ticket so a teammate will follow up with you.")
+SORRY = "Sorry, something went wrong on our side while I was looking into this."
+SAFE_FAILURE = f"{SORRY} I've opened a ticket so a teammate will follow up with you."
 GREETING = ("Hi! I'm Deskhand. I can check on an order, explain our shipping, returns and payment "
             "policies, start a refund, or get you a human. What can I do for you?")
 THANKS = "You're welcome! Is there anything else I can help with?"
 HANDED_OFF = "I've passed this conversation to a teammate, who will reply here shortly."
-
-ERROR_REPLIES = {
-    "timeout": "The order system is slow to answer right now.",
-    "circuit_open": "The order system is having trouble, so I've paused calls to it for a minute.",
-    "rate_limited": "I'm getting a lot of requests for that right now.",
-    "not_verified": "For your security I can only share orders placed from the address you're writing from.",
-    "not_allowed": "I'm not able to do that here.",
-    "kb_unavailable": "Our help centre isn't available right now.",
-    "kb_indexing": "Our help centre is being indexed right now, so I can't look that up just yet.",
-}
 
 STATUS_PHRASES = {
     "pending": "has been received and is waiting for payment confirmation",
@@ -126,11 +119,14 @@ def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float, enco
     draft = Draft(text="")
 
     if (r := by_tool.get("escalate_to_human")) and r.ok:
-        return Draft(text=HANDED_OFF, handed_off=True)
+        # Handed off because a system failed: say which one (a help-centre miss is no reason).
+        failed = [customer_reply(f) for f in results
+                  if not f.ok and f.tool not in ("escalate_to_human", "search_kb")]
+        return Draft(text=" ".join([*failed, HANDED_OFF]), handed_off=True)
 
     if r := by_tool.get("get_order_status"):
         if not r.ok:
-            lines.append(ERROR_REPLIES.get(r.error_kind or "", "I couldn't look that order up just now."))
+            lines.append(customer_reply(r))
             draft.offer_human = True
         elif not r.data["found"]:
             ref = r.data.get("order_id")
@@ -147,22 +143,16 @@ def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float, enco
             draft.pending_action_id = r.pending_action_id
         elif r.ok:
             lines.append(f"Refund {r.data['refund_id']} of {r.data['amount']:.2f} is {r.data['status']}.")
-        elif r.error_kind == "not_found":
-            lines.append("I couldn't find that order. Could you double-check the number?")
-        elif r.error_kind in ERROR_REPLIES:
-            lines.append(ERROR_REPLIES[r.error_kind])
-            draft.offer_human = True
         else:
-            lines.append("I can't start a refund on that order myself, because it has nothing left "
-                         "to refund or the amount is more than was paid.")
-            draft.offer_human = True
+            lines.append(customer_reply(r))
+            draft.offer_human = not isinstance(error_from_result(r), NotFound)  # a typo needs no teammate
 
     if r := by_tool.get("create_ticket"):
         if r.ok:
             lines.append(f"I've opened ticket {r.data['ticket_id']} ({r.data['subject']}). "
                          "A teammate will follow up with you.")
         else:
-            lines.append(ERROR_REPLIES.get(r.error_kind or "", "I couldn't open a ticket just now."))
+            lines.append(customer_reply(r))
             draft.offer_human = True
 
     if r := by_tool.get("search_kb"):
@@ -177,10 +167,10 @@ def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float, enco
         elif not lines:
             if r.ok:
                 lines.append(NOT_CERTAIN)
-            elif r.error_kind == "kb_indexing":  # a question, not a failure: a human can answer it now
-                lines.append(ERROR_REPLIES["kb_indexing"] + " " + OFFER_HUMAN)
+            elif isinstance(error_from_result(r), KBIndexing):  # a question, not a failure: a human can answer
+                lines.append(customer_reply(r) + " " + OFFER_HUMAN)
             else:
-                lines.append(ERROR_REPLIES["kb_unavailable"] + " " + NOT_CERTAIN)
+                lines.append(customer_reply(r) + " " + NOT_CERTAIN)
             draft.offer_human = True
 
     if not lines:
@@ -192,4 +182,13 @@ def compose(plan: BrainPlan, results: list[ToolResult], *, kb_floor: float, enco
     return draft
 
 
-__all__ = ["Draft", "compose", "policy"]
+def failure_reply(ticket: ToolResult | None) -> str:
+    """The reply of a turn that failed. It says a ticket was opened only when one was; when
+    opening it failed too, it says which system failed and offers a teammate instead."""
+    if ticket is not None and ticket.ok:
+        return SAFE_FAILURE
+    why = f" {customer_reply(ticket)}" if ticket is not None else ""
+    return f"{SORRY}{why} {OFFER_HUMAN}"
+
+
+__all__ = ["Draft", "compose", "failure_reply", "policy"]

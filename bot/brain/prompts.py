@@ -18,6 +18,7 @@ from bot.brain.pii import PiiVault
 from bot.brain.tokens import count_tokens, message_tokens, trim_history
 from bot.config import TenantPolicy
 from bot.contracts import BrainPlan, Citation, ToolResult
+from bot.error_replies import customer_reply
 from bot.redact import mask_sensitive
 
 Mask = Callable[[str], str]
@@ -49,6 +50,8 @@ invent or change any.
 3. If the results do not answer the question, say you are not certain and set offer_human.
 4. A refund with status pending_approval is not done: say a teammate will review it.
 5. Be brief (at most 4 sentences), friendly, and plain text.
+6. A failed tool result's customer_message says what failed and in which system: use it as \
+it is, and never name another system.
 """
 
 
@@ -156,7 +159,8 @@ def draft_messages(plan: BrainPlan, results: list[ToolResult], passages: list[tu
         # A shadow turn's would-be write (bot/shadow.py) is shown as the real one would be, so
         # the model words the reply the live bot would send.
         data = {k: v for k, v in (r.data or {}).items() if k not in ("shadow", "would", "args")}
-        item.update({"data": data} if r.ok else {"error_kind": r.error_kind})
+        item.update({"data": data} if r.ok else
+                    {"error_kind": r.error_kind, "customer_message": customer_reply(r)})
         shown.append(item)
     results_json = json.dumps(mask_value(shown, mask), default=str)
     if count_tokens(results_json) > max_result_tokens:

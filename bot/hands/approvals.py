@@ -2,12 +2,16 @@
 
 Safe by construction:
 - the requester can never decide their own request;
-- only approvers may decide (the caller supplies `is_approver`, e.g. config IDs or a Slack
-  user group);
+- only approvers may decide (the runtime supplies the policy gate's `is_approver`,
+  bot/hands/gate.py: configured IDs and user-group members, on every surface);
 - the move out of `pending` is one conditional UPDATE, so of two concurrent clicks exactly
   one wins; the loser is told who decided;
 - the execution itself carries the action's idempotency key, so a redelivered approval
-  cannot refund twice either.
+  cannot refund twice either;
+- an approval whose execution fails puts the action back to `pending` (one conditional
+  UPDATE again): it can be approved again once the system answers, and the same key keeps
+  the refund to one, or rejected. The decider is told why, by the error's type
+  (bot/error_replies.py).
 Every attempt, refused or not, is written to `audit_log`.
 """
 
@@ -17,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.contracts import PendingAction, ToolResult
+from bot.error_replies import teammate_reply
 from bot.hands.context import HandContext
 
 
@@ -68,5 +73,7 @@ async def decide(
     await store.audit(action.tenant_id, decider, "executed" if result.ok else "execution_failed", action_id,
                       {"ok": result.ok, "error": result.error})
     if not result.ok:
-        return Decision(False, "failed", f"Approved, but it failed to run: {result.error_kind}.", action, result)
+        await store.pending_reopen(action_id)
+        return Decision(False, "failed", f"It didn't go through, and the request is still open. "
+                        f"{teammate_reply(result)}", await store.pending_get(action_id), result)
     return Decision(True, "approved", f"Approved by {decider}.", action, result)

@@ -1,10 +1,10 @@
 """The only place that runs hands, and the only place their limits are enforced.
 
-For each call: validate the args against the tool's model, check the tenant's policy, turn
-a needs-approval call into a `PendingAction`, serve reads from the TTL cache and repeated
-writes from their idempotency record, then apply the circuit breaker, the rate limit, the
-timeout and the retry. In a shadow turn a write is only described (bot/shadow.py). Every call
-is recorded in `tool_calls`.
+For each call: validate the args against the tool's model, check the tenant's policy (the
+tool and its scopes, bot/hands/gate.py), turn a needs-approval call into a `PendingAction`,
+serve reads from the TTL cache and repeated writes from their idempotency record, then apply
+the circuit breaker, the rate limit, the timeout and the retry. In a shadow turn a write is
+only described (bot/shadow.py). Every call is recorded in `tool_calls`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from bot.contracts import PendingAction, PlanStep, ToolResult
 from bot.hands.breaker import BreakerBoard
 from bot.hands.context import HandContext
 from bot.hands.errors import (
-    CircuitOpen, HandError, InvalidArgs, NotAllowed, RateLimited, ToolTimeout, TransientError,
+    CircuitOpen, HandError, InvalidArgs, RateLimited, ToolTimeout, TransientError,
 )
+from bot.hands.gate import check_tool
 from bot.hands.registry import ToolRegistry, ToolSpec
 from bot.logs import get_logger
 from bot.shadow import would_be_result
@@ -70,8 +71,7 @@ class HandsExecutor:
         spec = self.registry.get(step.tool)
         if spec is None:
             raise InvalidArgs(f"unknown tool {step.tool!r}")
-        if not ctx.policy.tool_allowed(spec.name):
-            raise NotAllowed(f"tool {spec.name!r} is not allowed for this tenant")
+        check_tool(ctx.policy, spec)  # forbidden, not allowed, or a scope not granted: NotAllowed
         try:
             return spec.args_model.model_validate(step.args)
         except ValidationError as exc:
@@ -89,8 +89,11 @@ class HandsExecutor:
                 result = await self._propose(spec, args, ctx)
             else:
                 result = await self._execute(spec, args, ctx)
-        except HandError as exc:
-            result = ToolResult(tool=step.tool, ok=False, error=str(exc), error_kind=exc.kind)
+        except HandError as exc:  # validation, policy, or a call below: each says which tool and system
+            exc.tool = exc.tool or step.tool
+            exc.system = exc.system or (spec.system if spec is not None else None)
+            result = ToolResult(tool=step.tool, ok=False, error=str(exc), error_kind=exc.kind,
+                                error_system=exc.system)
         result.cost_ms = round((time.perf_counter() - started) * 1000, 3)
         if self.metrics is not None:
             self.metrics.tool_finished(result)
@@ -158,13 +161,16 @@ class HandsExecutor:
         return ToolResult(tool=spec.name, ok=True, data=output.model_dump(mode="json"))
 
     async def _guarded(self, spec: ToolSpec, ctx: HandContext, fn, args: BaseModel):
-        """Breaker, rate limit, timeout and retry around one backend-touching call."""
+        """Breaker, rate limit, timeout and retry around one backend-touching call. An error
+        from here names the tool and the system this call touches (`prepare`'s may be another)."""
+        where = {"tool": spec.name,
+                 "system": spec.prepare_system if fn is spec.prepare and spec.prepare_system else spec.system}
         breaker = self.breakers.get(spec.name, ctx.tenant_id)
         if not breaker.allow():
-            raise CircuitOpen(f"{spec.name} is failing for this tenant; paused")
+            raise CircuitOpen(f"{spec.name} is failing for this tenant; paused", **where)
         limiter = self._limiter(spec, ctx.tenant_id)
         if not limiter.has_capacity():
-            raise RateLimited(f"{spec.name} rate limit reached")
+            raise RateLimited(f"{spec.name} rate limit reached", **where)
         await limiter.acquire()
         timeout = spec.timeout_s or self.default_timeout_s
         retrying = AsyncRetrying(
@@ -181,13 +187,15 @@ class HandsExecutor:
                         async with asyncio.timeout(timeout):
                             output = await fn(ctx, args)
                     except TimeoutError as exc:
-                        raise ToolTimeout(f"{spec.name} timed out after {timeout:.1f}s") from exc
-        except TransientError:
+                        raise ToolTimeout(f"{spec.name} timed out after {timeout:.1f}s", **where) from exc
+        except TransientError as exc:
             breaker.record_failure()
+            exc.tool, exc.system = exc.tool or where["tool"], exc.system or where["system"]
             raise
-        except HandError:
+        except HandError as exc:
             # A client error says nothing about the backend's health.
             breaker.record_success()
+            exc.tool, exc.system = exc.tool or where["tool"], exc.system or where["system"]
             raise
         breaker.record_success()
         return output

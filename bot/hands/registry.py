@@ -38,6 +38,11 @@ class ToolSpec:
     idempotency_key: Callable[[Any, BaseModel], str] | None = None
     # Runs before a needs-approval call becomes a PendingAction (fills and checks args).
     prepare: Callable[[Any, BaseModel], Awaitable[BaseModel]] | None = None
+    # The system the tool's backend is ("orders", "tickets", "refunds", "kb"; bot/hands/errors.py
+    # SYSTEM_NAMES), and the one `prepare` reads when that is another (a refund's order
+    # lookup): what a failure's reply names.
+    system: str | None = None
+    prepare_system: str | None = None
     extra: dict = field(default_factory=dict)
 
     def json_schema(self) -> dict:
@@ -56,6 +61,8 @@ def hand(
     rate_per_s: float | None = None,
     idempotency_key: Callable[[Any, BaseModel], str] | None = None,
     prepare: Callable[[Any, BaseModel], Awaitable[BaseModel]] | None = None,
+    system: str | None = None,
+    prepare_system: str | None = None,
     name: str | None = None,
 ) -> Callable[[Callable], ToolSpec]:
     def wrap(fn: Callable) -> ToolSpec:
@@ -78,6 +85,8 @@ def hand(
             rate_per_s=rate_per_s,
             idempotency_key=idempotency_key,
             prepare=prepare,
+            system=system,
+            prepare_system=prepare_system,
         )
 
     return wrap
