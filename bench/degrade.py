@@ -34,6 +34,7 @@ from bot.config import load_settings  # noqa: E402
 from bot.contracts import Channel, MessageEnvelope  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402
 from bot.runtime import open_runtime  # noqa: E402
+from bot.surfaces import Surfaces  # noqa: E402
 from tests.shop_server import ShopServer  # noqa: E402
 
 
@@ -72,17 +73,17 @@ async def main(turns: int, sla: float, backend_s: float) -> dict:
     try:
         async with open_runtime(settings) as rt:
             surface = TimingResponder()
-            rt.orchestrator.responders["cli"] = surface
-            for n in range(turns):
-                env = MessageEnvelope(id=f"bench-{n}", tenant_id="T_HTTP", channel=Channel("cli"),
-                                      session_id=f"cli:bench-{n}", user_id="U1", text="where is my order A-2001?")
-                await rt.store.inbox_add(env)
-                started = time.perf_counter()
-                rt.executor._cache.clear()  # every turn asks the slow shop, not the Hands' read cache
-                await rt.orchestrator.process(env.id)
-                # The SLA counts from the turn's start, a hair after `started`: a slight overstatement.
-                overshoot.append((surface.replied[env.id] - started - sla) * 1000)
-                late.append((surface.followed_up[env.id] - shop.answered_at[-1]) * 1000)
+            async with rt.orchestrator.delivering_to(Surfaces(cli=surface)):
+                for n in range(turns):
+                    env = MessageEnvelope(id=f"bench-{n}", tenant_id="T_HTTP", channel=Channel("cli"),
+                                          session_id=f"cli:bench-{n}", user_id="U1", text="where is my order A-2001?")
+                    await rt.store.inbox_add(env)
+                    started = time.perf_counter()
+                    rt.executor._cache.clear()  # every turn asks the slow shop, not the Hands' read cache
+                    await rt.orchestrator.process(env.id)
+                    # The SLA counts from the turn's start, a hair after `started`: a slight overstatement.
+                    overshoot.append((surface.replied[env.id] - started - sla) * 1000)
+                    late.append((surface.followed_up[env.id] - shop.answered_at[-1]) * 1000)
     finally:
         await shop.stop()
     return {"turns": turns, "sla_s": sla, "backend_s": backend_s,

@@ -1,6 +1,16 @@
-"""Which conversation a Slack DM message belongs to.
+"""Whose a Slack message is, and which conversation a Slack DM message belongs to.
 
-In a channel a conversation is a thread. In a DM most people answer the bot's question at
+Whose (`route_slack_message`), decided from what the handler saw (the envelope's metadata)
+and who owns the thread:
+- **Deskhand's to answer**: a DM message, a mention, or a reply in a thread that is a
+  Deskhand conversation (a session exists for it). A reply there that mentions Deskhand is
+  answered through its `app_mention` copy, not its `message` copy;
+- **a teammate's reply to an email customer**: a message, by someone of the workspace, in a
+  thread that mirrors an email conversation (bot/slack/mail_mirror.py). Its `app_mention`
+  copy is dropped: the `message` copy is the one that counts;
+- **nobody's**: anything else (a plain channel message), acked and dropped.
+
+Which conversation (`place_dm_message`): in a channel a conversation is a thread. In a DM most people answer the bot's question at
 the top level instead of in its thread, so a top-level DM message may continue the
 person's latest case in that DM (the case of their newest earlier message there):
 
@@ -29,16 +39,54 @@ message of the conversation (`SlackResponder.notify`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from bot.contracts import Channel, MessageEnvelope
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
-from bot.slack.ids import message_id, parse_session_id
+from bot.slack_ids import message_id, parse_session_id
 
 log = get_logger("deskhand.conversations")
 
 ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Whose a Slack message is (`route_slack_message`)."""
+
+    to: Literal["deskhand", "teammate_mail", "nobody"]
+    mail_session: str | None = None  # for "teammate_mail": the email conversation the thread mirrors
+
+
+DESKHAND, NOBODY = Route("deskhand"), Route("nobody")
+
+
+async def route_slack_message(store, envelope: MessageEnvelope) -> Route:
+    """Whose a Slack message is, from what the handler saw (`bot/handlers/events.py`
+    `envelope_from_event`) and, for a reply in a channel thread, who owns the thread."""
+    meta, ref = envelope.metadata, parse_session_id(envelope.session_id)
+    if ref is None or "message_ts" not in meta:
+        return NOBODY
+    direct = envelope.channel is Channel.slack_dm
+    in_thread = meta["thread_ts"] != meta["message_ts"]
+    mention = meta.get("slack_event") == "app_mention"
+    known = False
+    if not direct and in_thread:
+        # A thread Deskhand answers in, or one mirroring an email conversation (a teammate's
+        # message there is their reply to the customer)? One store call says which.
+        known, mirrored = await store.thread_owner(envelope.session_id, ref.team, ref.channel, ref.thread_ts)
+        if not known and mirrored is not None:
+            if mention or meta.get("user_team", ref.team) != ref.team:
+                return NOBODY  # its `message` copy is the one that counts
+            return Route("teammate_mail", mirrored)
+    if not (direct or mention) and (not in_thread or meta.get("mentions_bot") or not known):
+        # A plain channel message: answered only as a reply in a thread Deskhand is part
+        # of. One that mentions Deskhand is answered through its app_mention copy instead.
+        return NOBODY
+    return DESKHAND
 
 
 def continues_because(case: dict | None, at: datetime, *, case_window: timedelta,

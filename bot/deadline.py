@@ -32,12 +32,12 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from bot.brain.drafting import Draft, compose
-from bot.contracts import Citation, MessageEnvelope, PlanStep, ToolResult
+from bot.contracts import Citation, MessageEnvelope, PlanStep, ToolResult, utcnow
 from bot.guards import guard_reply
 from bot.logs import get_logger
 from bot.shadow import is_shadow
 from bot.store import ANSWERED, DELIVERED
-from bot.turn import CUSTOMER_FIXABLE, Turn, TurnOutcome, surface
+from bot.turn import CUSTOMER_FIXABLE, Turn, TurnOutcome
 
 if TYPE_CHECKING:
     from bot.orchestrator import Orchestrator
@@ -99,7 +99,7 @@ class TurnDeadline:
         policy = self.orch.settings.policy(env.tenant_id)
         # A shadow turn sends nothing, late or not; a caller with no surface (`deskhand ask`,
         # the eval) reads the outcome itself and waits for the whole turn.
-        if is_shadow(policy, env.channel.value) or surface(env.channel.value) not in self.orch.responders:
+        if is_shadow(policy, env.channel.value) or self.orch.surfaces.responder(env.channel.value) is None:
             yield
             return
         earlier = await self.orch.store.message_for(env.id, "assistant")
@@ -127,7 +127,7 @@ class TurnDeadline:
         await asyncio.sleep(max(0.0, sla_s - (time.perf_counter() - turn.started)))
         env = turn.envelope
         self._late.add(env.id)  # before any await: the turn's ending now takes the late path
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), utcnow().isoformat()
         span: dict = {"sla_s": sla_s, "during": turn.state.value}
         try:
             span["known"] = await self._send_degrade_reply(turn)
@@ -138,7 +138,7 @@ class TurnDeadline:
             log.exception("degrade_failed")
         # In the turn's trace (`deskhand trace`) and the deskhand_turns_degraded metric.
         turn.spans.append((turn.correlation_id, env.tenant_id, "DEGRADE",
-                           (time.perf_counter() - started) * 1000, span))
+                           (time.perf_counter() - started) * 1000, span, started_at))
 
     async def _send_degrade_reply(self, turn: "Turn") -> bool:
         """Store, then deliver the degrade reply; True when it quotes something already known."""
@@ -158,7 +158,9 @@ class TurnDeadline:
             inbox_id=env.id, session_id=env.session_id, tenant_id=env.tenant_id,
             correlation_id=turn.correlation_id, state=DEGRADED, reply=text,
             citations=[Citation(**c) for c in citations], plan=turn.plan)
-        await self.orch.responders[surface(env.channel.value)].deliver(env, outcome)
+        responder = self.orch.surfaces.responder(env.channel.value)
+        assert responder is not None  # `watch` degrades only turns with a surface
+        await responder.deliver(env, outcome)
         await self.orch.store.session_update(env.session_id, **{sent_key(env.id): True})
 
     async def _open_ticket(self, turn: "Turn") -> ToolResult:
@@ -181,7 +183,7 @@ class TurnDeadline:
         orch, inbox_id = self.orch, env.id
         self._late.discard(inbox_id)
         await orch.store.session_update(env.session_id, **{sent_key(inbox_id): None})  # done with it
-        responder = orch.responders.get(surface(env.channel.value))
+        responder = orch.surfaces.responder(env.channel.value)
         if late_answer_useful(outcome):
             stored = await orch.store.add_message(
                 env.session_id, env.tenant_id, LATE_ROLE, outcome.reply or "", env.id,

@@ -39,7 +39,7 @@ from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
 from bot.shadow import is_shadow
 from bot.slack import blocks as bk
-from bot.slack.ids import parse_session_id
+from bot.slack_ids import parse_session_id
 from bot.store.rows import loads
 
 log = get_logger("deskhand.timers")

@@ -1,4 +1,4 @@
-"""EmailResponder: how a turn's outcome reaches an email customer (`responders["email"]`).
+"""EmailResponder: how a turn's outcome reaches an email customer (`Surfaces.email`).
 
 - `deliver(envelope, outcome)`: the reply to the customer's message, as text plus HTML, with
   `In-Reply-To`/`References` from that message and a "Re:" subject.

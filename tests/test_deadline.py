@@ -15,7 +15,7 @@ from bot.contracts import Channel, MessageEnvelope
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.deadline import DEGRADED, FOLLOW_UP, HOLDING, LATE_ROLE
 from bot.runtime import open_runtime
-from tests.shop_server import ShopServer
+from bot.surfaces import Surfaces
 
 TENANT = "T_HTTP"
 WAIT_S = 30.0
@@ -49,13 +49,6 @@ class RecordingResponder:
             await asyncio.wait_for(self._changed.wait_for(done), WAIT_S)
 
 
-@pytest.fixture
-async def shop():
-    server = await ShopServer().start()
-    yield server
-    await server.stop()
-
-
 def tenants(tmp_path, shop_url: str, **policy) -> str:
     path = tmp_path / "tenants.yml"
     path.write_text(json.dumps({"tenants": {TENANT: {
@@ -84,32 +77,32 @@ async def test_past_the_sla_the_kb_answer_goes_first_then_the_order_once_it_answ
     async with await runtime_for(tmp_path, shop, intent_plans={"delivery_period": ["search_kb", "get_order_status"]}) as rt:
         await asyncio.to_thread(rt.kb.reload, TENANT)
         customer = RecordingResponder()
-        rt.orchestrator.responders["cli"] = customer
-        shop.script("order", "hang")
-        env = envelope("where is my order A-2001? how long does delivery take?")
-        turn = asyncio.create_task(rt.orchestrator.handle(env))
+        async with rt.orchestrator.delivering_to(Surfaces(cli=customer)):
+            shop.script("order", "hang")
+            env = envelope("where is my order A-2001? how long does delivery take?")
+            turn = asyncio.create_task(rt.orchestrator.handle(env))
 
-        await customer.wait_for(lambda: customer.replies)
-        degrade = customer.replies[0]
-        assert degrade.endswith(FOLLOW_UP) and not degrade.startswith(HOLDING)  # what is known: the KB
-        stored = await rt.store.message_for(env.id, "assistant")
-        assert stored["metadata"]["state"] == DEGRADED and stored["metadata"]["citations"]
-        await shop.wait_for_requests(1, "ticket")
-        assert not turn.done() and customer.follow_ups == []  # the order lookup is still waiting
+            await customer.wait_for(lambda: customer.replies)
+            degrade = customer.replies[0]
+            assert degrade.endswith(FOLLOW_UP) and not degrade.startswith(HOLDING)  # what is known: the KB
+            stored = await rt.store.message_for(env.id, "assistant")
+            assert stored["metadata"]["state"] == DEGRADED and stored["metadata"]["citations"]
+            await shop.wait_for_requests(1, "ticket")
+            assert not turn.done() and customer.follow_ups == []  # the order lookup is still waiting
 
-        shop.release_hung()
-        outcome = await asyncio.wait_for(turn, WAIT_S)
-        assert customer.follow_ups == [outcome.reply]
-        assert "A-2001 has shipped" in outcome.reply
-        assert (await rt.store.message_for(env.id, LATE_ROLE))["text"] == outcome.reply
-        assert (await rt.store.inbox_get(env.id))["status"] == "delivered"
-        degraded = [t for t in await rt.store.traces_for(outcome.correlation_id) if t["span"] == "DEGRADE"]
-        assert len(degraded) == 1 and degraded[0]["data"]["known"] is True  # `deskhand trace` shows it
+            shop.release_hung()
+            outcome = await asyncio.wait_for(turn, WAIT_S)
+            assert customer.follow_ups == [outcome.reply]
+            assert "A-2001 has shipped" in outcome.reply
+            assert (await rt.store.message_for(env.id, LATE_ROLE))["text"] == outcome.reply
+            assert (await rt.store.inbox_get(env.id))["status"] == "delivered"
+            degraded = [t for t in await rt.store.traces_for(outcome.correlation_id) if t["span"] == "DEGRADE"]
+            assert len(degraded) == 1 and degraded[0]["data"]["known"] is True  # `deskhand trace` shows it
 
-        again = await rt.orchestrator.process(env.id)  # asked again: nothing is sent twice
-        assert again.reply == outcome.reply
-        assert customer.replies == [degrade] and len(customer.follow_ups) == 1
-        assert len(tickets(shop)) == 1 and tickets(shop)[0]["priority"] == "high"
+            again = await rt.orchestrator.process(env.id)  # asked again: nothing is sent twice
+            assert again.reply == outcome.reply
+            assert customer.replies == [degrade] and len(customer.follow_ups) == 1
+            assert len(tickets(shop)) == 1 and tickets(shop)[0]["priority"] == "high"
 
 
 async def test_when_the_backend_fails_after_the_degrade_reply_the_customer_is_not_told_twice(tmp_path, shop):
@@ -117,40 +110,40 @@ async def test_when_the_backend_fails_after_the_degrade_reply_the_customer_is_no
     async with await runtime_for(tmp_path, shop, tool_timeout_s=0.6) as rt:
         rt.executor.backoff_s = 0.01
         customer = RecordingResponder()
-        rt.orchestrator.responders["cli"] = customer
-        shop.script("order", "hang")
-        env = envelope("where is my order A-2001?")
-        outcome = await asyncio.wait_for(rt.orchestrator.handle(env), WAIT_S)
+        async with rt.orchestrator.delivering_to(Surfaces(cli=customer)):
+            shop.script("order", "hang")
+            env = envelope("where is my order A-2001?")
+            outcome = await asyncio.wait_for(rt.orchestrator.handle(env), WAIT_S)
 
-        assert customer.replies == [f"{HOLDING} {FOLLOW_UP}"]  # nothing known yet: the holding line
-        assert customer.follow_ups == [] and customer.notices == []
-        assert outcome.reply is None
-        assert await rt.store.message_for(env.id, LATE_ROLE) is None
-        assert [r.error_kind for r in outcome.results] == ["timeout"]  # no escalation: the ticket has it
-        assert len(tickets(shop)) == 1
-        session = await rt.store.session_get(env.session_id)
-        assert session["status"] != HANDED_OFF
+            assert customer.replies == [f"{HOLDING} {FOLLOW_UP}"]  # nothing known yet: the holding line
+            assert customer.follow_ups == [] and customer.notices == []
+            assert outcome.reply is None
+            assert await rt.store.message_for(env.id, LATE_ROLE) is None
+            assert [r.error_kind for r in outcome.results] == ["timeout"]  # no escalation: the ticket has it
+            assert len(tickets(shop)) == 1
+            session = await rt.store.session_get(env.session_id)
+            assert session["status"] != HANDED_OFF
 
 
 async def test_a_turn_re_run_after_a_crash_sends_the_late_answer_once_and_no_second_degrade(tmp_path, shop):
     async with await runtime_for(tmp_path, shop) as rt:
         customer = RecordingResponder()
-        rt.orchestrator.responders["cli"] = customer
-        shop.script("order", "hang")
-        env = envelope("where is my order A-2001?")
-        turn = asyncio.create_task(rt.orchestrator.handle(env))
-        await customer.wait_for(lambda: customer.replies)
-        await shop.wait_for_requests(1, "ticket")
-        turn.cancel()  # the process dies with the order lookup in flight
-        with pytest.raises(asyncio.CancelledError):
-            await turn
-        assert (await rt.store.inbox_get(env.id))["status"] == "processing"  # resumed at the next start
+        async with rt.orchestrator.delivering_to(Surfaces(cli=customer)):
+            shop.script("order", "hang")
+            env = envelope("where is my order A-2001?")
+            turn = asyncio.create_task(rt.orchestrator.handle(env))
+            await customer.wait_for(lambda: customer.replies)
+            await shop.wait_for_requests(1, "ticket")
+            turn.cancel()  # the process dies with the order lookup in flight
+            with pytest.raises(asyncio.CancelledError):
+                await turn
+            assert (await rt.store.inbox_get(env.id))["status"] == "processing"  # resumed at the next start
 
-        shop.script("order", "ok")
-        outcome = await asyncio.wait_for(rt.orchestrator.process(env.id), WAIT_S)
-        assert customer.replies == [f"{HOLDING} {FOLLOW_UP}"]  # the degrade reply is not sent again
-        assert customer.follow_ups == [outcome.reply] and "A-2001 has shipped" in outcome.reply
-        assert len(shop.tickets) == 1  # the re-run's ticket is the same ticket (one key per message)
+            shop.script("order", "ok")
+            outcome = await asyncio.wait_for(rt.orchestrator.process(env.id), WAIT_S)
+            assert customer.replies == [f"{HOLDING} {FOLLOW_UP}"]  # the degrade reply is not sent again
+            assert customer.follow_ups == [outcome.reply] and "A-2001 has shipped" in outcome.reply
+            assert len(shop.tickets) == 1  # the re-run's ticket is the same ticket (one key per message)
 
 
 class StuckResponder(RecordingResponder):
@@ -167,32 +160,34 @@ class StuckResponder(RecordingResponder):
 
 async def test_a_degrade_reply_stored_but_never_sent_is_sent_by_the_re_run_then_the_late_answer(tmp_path, shop):
     async with await runtime_for(tmp_path, shop) as rt:
-        rt.orchestrator.responders["cli"] = stuck = StuckResponder()
-        shop.script("order", "hang")
-        env = envelope("where is my order A-2001?")
-        turn = asyncio.create_task(rt.orchestrator.handle(env))
-        await asyncio.wait_for(stuck.stuck.wait(), WAIT_S)
-        turn.cancel()  # the process dies while sending it
-        with pytest.raises(asyncio.CancelledError):
-            await turn
-        assert (await rt.store.message_for(env.id, "assistant"))["metadata"]["state"] == DEGRADED
+        stuck = StuckResponder()
+        async with rt.orchestrator.delivering_to(Surfaces(cli=stuck)):
+            shop.script("order", "hang")
+            env = envelope("where is my order A-2001?")
+            turn = asyncio.create_task(rt.orchestrator.handle(env))
+            await asyncio.wait_for(stuck.stuck.wait(), WAIT_S)
+            turn.cancel()  # the process dies while sending it
+            with pytest.raises(asyncio.CancelledError):
+                await turn
+            assert (await rt.store.message_for(env.id, "assistant"))["metadata"]["state"] == DEGRADED
 
-        rt.orchestrator.responders["cli"] = customer = RecordingResponder()
-        shop.script("order", "ok")
-        outcome = await asyncio.wait_for(rt.orchestrator.process(env.id), WAIT_S)
-        assert customer.replies == [f"{HOLDING} {FOLLOW_UP}"]  # sent now, once
-        assert customer.follow_ups == [outcome.reply] and "A-2001 has shipped" in outcome.reply
-        assert len(shop.tickets) == 1
+        customer = RecordingResponder()
+        async with rt.orchestrator.delivering_to(Surfaces(cli=customer)):
+            shop.script("order", "ok")
+            outcome = await asyncio.wait_for(rt.orchestrator.process(env.id), WAIT_S)
+            assert customer.replies == [f"{HOLDING} {FOLLOW_UP}"]  # sent now, once
+            assert customer.follow_ups == [outcome.reply] and "A-2001 has shipped" in outcome.reply
+            assert len(shop.tickets) == 1
 
 
 async def test_a_turn_within_its_sla_is_answered_as_always(tmp_path, shop):
     async with await runtime_for(tmp_path, shop, turn_sla_s=30) as rt:
         customer = RecordingResponder()
-        rt.orchestrator.responders["cli"] = customer
-        outcome = await rt.orchestrator.handle(envelope("where is my order A-2001?"))
-        assert customer.replies == [outcome.reply] and "A-2001 has shipped" in outcome.reply
-        assert customer.follow_ups == [] and tickets(shop) == []
-        assert (await rt.store.message_for("m1", "assistant"))["metadata"]["state"] == "DONE"
+        async with rt.orchestrator.delivering_to(Surfaces(cli=customer)):
+            outcome = await rt.orchestrator.handle(envelope("where is my order A-2001?"))
+            assert customer.replies == [outcome.reply] and "A-2001 has shipped" in outcome.reply
+            assert customer.follow_ups == [] and tickets(shop) == []
+            assert (await rt.store.message_for("m1", "assistant"))["metadata"]["state"] == "DONE"
 
 
 async def test_a_caller_without_a_surface_waits_for_the_whole_turn(tmp_path, shop):

@@ -11,7 +11,7 @@ from pathlib import Path
 from bot.config import load_settings
 from bot.contracts import Channel, MessageEnvelope
 from bot.conversations import continues_because, place_dm_message
-from bot.slack.ids import message_id, session_id
+from bot.slack_ids import message_id, session_id
 from bot.store import AsyncStore, Store
 from deskhand_process import deskhand_run, run_env
 from tests.test_slack_app import (ACME, ALICE, BOB, CAROL, DAVE, ERIN, SUPPORT, answered, approve_click,  # noqa: F401

@@ -6,11 +6,12 @@ import pytest
 
 from bot.config import Settings
 from bot.contracts import Citation
+from bot.handlers.plain_text import plain_text
 from bot.slack import blocks as bk
 from bot.slack.app import missing_credentials
 from bot.slack.client import ChannelPacer
-from bot.slack.ids import parse_session_id, session_id
-from bot.slack.mrkdwn import escape, link, plain_text, split, truncate
+from bot.slack.mrkdwn import escape, link, split, truncate
+from bot.slack_ids import parse_session_id, session_id
 
 
 @pytest.mark.parametrize(("wire", "meant"), [

@@ -1,4 +1,6 @@
-"""Buttons: each click is acked at once and handed to `SlackOps` as a job.
+"""The button and modal listeners: each click is acked at once, read into a `Click`
+(bot/handlers/payloads.py) and handed to `SlackOps` as a job, which answers the clicker if
+the action fails (`SlackOps.answering`; retried first when it is idempotent).
 
 Approve/Reject on approval cards, 👍/👎 and "Talk to a human" on answers, "Hand back" on
 handoff cards; and the submission of the modal a 👎 opens (what went wrong). What a click may
@@ -11,40 +13,37 @@ import re
 
 from slack_bolt.app.async_app import AsyncApp
 
-from bot.slack import blocks as bk
-from bot.slack.feedback_modal import FEEDBACK_VIEW, reasons_from
-from bot.slack.ops import Click
-
-
-def click_from(body: dict) -> Click:
-    action = body["actions"][0]
-    container = body.get("container") or {}
-    return Click(
-        team=(body.get("team") or {}).get("id") or body["user"]["team_id"], user=body["user"]["id"],
-        channel=container.get("channel_id") or (body.get("channel") or {}).get("id", ""),
-        message_ts=container.get("message_ts", ""), value=action.get("value", ""),
-        action_ts=action.get("action_ts", ""), trigger_id=body.get("trigger_id", ""),
-    )
+from bot.handlers.payloads import (
+    APPROVE, FEEDBACK_DOWN, FEEDBACK_UP, FEEDBACK_VIEW, HANDBACK, HANDOFF, REJECT, click_from, reasons_from,
+)
 
 
 async def on_approve(ack, body, ops, jobs):
     await ack()
-    jobs.spawn(ops.decide(click_from(body), approve=True), name="slack-approve")
+    click = click_from(body)
+    jobs.spawn(ops.answering(click, lambda: ops.decide(click, approve=True), what="approve", idempotent=True),
+               name="slack-approve")
 
 
 async def on_reject(ack, body, ops, jobs):
     await ack()
-    jobs.spawn(ops.decide(click_from(body), approve=False), name="slack-reject")
+    click = click_from(body)
+    jobs.spawn(ops.answering(click, lambda: ops.decide(click, approve=False), what="reject", idempotent=True),
+               name="slack-reject")
 
 
 async def on_feedback_up(ack, body, ops, jobs):
     await ack()
-    jobs.spawn(ops.feedback(click_from(body), "up"), name="slack-feedback")
+    click = click_from(body)
+    jobs.spawn(ops.answering(click, lambda: ops.feedback(click, "up"), what="feedback", idempotent=False),
+               name="slack-feedback")
 
 
 async def on_feedback_down(ack, body, ops, jobs):
     await ack()
-    jobs.spawn(ops.feedback(click_from(body), "down"), name="slack-feedback")
+    click = click_from(body)
+    jobs.spawn(ops.answering(click, lambda: ops.feedback(click, "down"), what="feedback", idempotent=False),
+               name="slack-feedback")
 
 
 async def on_feedback_reasons(ack, body, ops, jobs):
@@ -56,12 +55,16 @@ async def on_feedback_reasons(ack, body, ops, jobs):
 
 async def on_handoff(ack, body, ops, jobs):
     await ack()
-    jobs.spawn(ops.handoff(click_from(body)), name="slack-handoff")
+    click = click_from(body)  # a handoff is keyed by its click: doing it twice is doing it once
+    jobs.spawn(ops.answering(click, lambda: ops.handoff(click), what="handoff", idempotent=True),
+               name="slack-handoff")
 
 
 async def on_handback(ack, body, ops, jobs):
     await ack()
-    jobs.spawn(ops.handback_click(click_from(body)), name="slack-handback")
+    click = click_from(body)
+    jobs.spawn(ops.answering(click, lambda: ops.handback_click(click), what="handback", idempotent=False),
+               name="slack-handback")
 
 
 async def on_other_action(ack):
@@ -69,11 +72,11 @@ async def on_other_action(ack):
 
 
 def register(app: AsyncApp) -> None:
-    app.action(bk.APPROVE)(on_approve)
-    app.action(bk.REJECT)(on_reject)
-    app.action(bk.FEEDBACK_UP)(on_feedback_up)
-    app.action(bk.FEEDBACK_DOWN)(on_feedback_down)
+    app.action(APPROVE)(on_approve)
+    app.action(REJECT)(on_reject)
+    app.action(FEEDBACK_UP)(on_feedback_up)
+    app.action(FEEDBACK_DOWN)(on_feedback_down)
     app.view(FEEDBACK_VIEW)(on_feedback_reasons)
-    app.action(bk.HANDOFF)(on_handoff)
-    app.action(bk.HANDBACK)(on_handback)
+    app.action(HANDOFF)(on_handoff)
+    app.action(HANDBACK)(on_handback)
     app.action(re.compile(".*"))(on_other_action)

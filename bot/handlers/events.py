@@ -1,8 +1,9 @@
-"""Events: a message for Deskhand becomes a `MessageEnvelope` and is accepted; that is all.
-A teammate's message in a thread mirroring an email goes to `SlackOps.teammate_reply`.
+"""The message listeners, and how a Slack message becomes a `MessageEnvelope`.
 
-`to_envelope` (middleware) has already decided that the message is for Deskhand and put
-its envelope in the context; `dedup` has dropped repeats. The turn itself runs on the
+A message for Deskhand is accepted; that is all. A teammate's message in a thread mirroring
+an email goes to `SlackOps.teammate_reply`. `ToEnvelope` (middleware) has already asked the
+orchestrator whose the message is (`Orchestrator.route`) and put the envelope, or the
+teammate's reply, in the context; `Dedup` has dropped repeats. The turn itself runs on the
 orchestrator's workers; the placeholder is posted by the responder, after the ack.
 """
 
@@ -13,14 +14,18 @@ import re
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.contracts import Channel, MessageEnvelope
-from bot.slack.ids import message_id, session_id
-from bot.slack.mrkdwn import plain_text
+from bot.handlers.plain_text import plain_text
+from bot.slack_ids import message_id, session_id
 
 
-def envelope_from_event(team: str, event: dict, *, bot_user_id: str | None) -> MessageEnvelope:
-    """A Slack message (`message` or `app_mention` event) as Deskhand's envelope. The user's
-    verified email is added when the turn starts (`Orchestrator.identities`), not here:
-    asking Slack for it must not hold up the ack."""
+def envelope_from_event(team: str, event: dict, *, bot_user_id: str | None, event_id: str | None = None,
+                        correlation_id: str | None = None) -> MessageEnvelope:
+    """A Slack message (`message` or `app_mention` event) as Deskhand's envelope, with the
+    correlation id minted for its event (middleware `BindLogContext`) and with what the
+    handler saw (which event, whether it mentions Deskhand, the author's team), from which
+    the orchestrator decides whose it is (`Orchestrator.route`). The user's verified email
+    is added when the turn starts (`Surfaces.slack_identity`), not here: asking Slack for it
+    must not hold up the ack."""
     channel, ts = event["channel"], event["ts"]
     thread_ts = event.get("thread_ts") or ts
     if event.get("channel_type") == "im" or channel.startswith("D"):
@@ -28,11 +33,13 @@ def envelope_from_event(team: str, event: dict, *, bot_user_id: str | None) -> M
     else:
         kind = Channel.slack_thread if thread_ts != ts else Channel.slack_channel
     metadata = {"slack_channel": channel, "thread_ts": thread_ts, "message_ts": ts,
-                "client_msg_id": event.get("client_msg_id")}
+                "client_msg_id": event.get("client_msg_id"), "event_id": event_id,
+                "slack_event": event["type"], "mentions_bot": f"<@{bot_user_id}>" in (event.get("text") or ""),
+                "user_team": event.get("user_team", team)}
     return MessageEnvelope(
         id=message_id(team, channel, ts), tenant_id=team, channel=kind, user_id=event["user"],
         session_id=session_id(team, channel, thread_ts), text=plain_text(event.get("text") or "", bot_user_id),
-        metadata=metadata,
+        metadata=metadata, **({"correlation_id": correlation_id} if correlation_id else {}),
     )
 
 

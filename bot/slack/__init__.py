@@ -1,4 +1,7 @@
-"""Deskhand's Slack surface: Socket Mode app, Block Kit, responder, approvals and handoff.
+"""Slack's outward side: the Socket Mode app's lifespan, the responder and its outbox, Block
+Kit, what buttons and `/deskhand` do, the Home tab, approvers, and the mirror of email threads.
 
-Entry point: `bot.slack.app.serve(runtime)`; the listeners live in `bot/handlers/`.
+Entry points: `bot.slack.app.serve(runtime)` (Slack alone) and `connect` / `listen`, which
+bot/run.py wires around the orchestrator. The inbound side, payload to envelope, is
+bot/handlers/; this side may import it, never the other way round.
 """

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from bot.contracts import Citation
+# The buttons' action_ids: the listeners in bot/handlers/actions.py are registered for these.
+from bot.handlers.payloads import APPROVE, FEEDBACK_DOWN, FEEDBACK_UP, HANDBACK, HANDOFF, REJECT
 from bot.render import to_mrkdwn
 from bot.slack.mrkdwn import SECTION_LIMIT, TEXT_LIMIT, escape, link, split, truncate
 
@@ -20,11 +22,6 @@ MAX_BLOCKS = 50
 FALLBACK_LIMIT = 3000  # the notification text; the blocks carry the whole answer
 PLACEHOLDER = "Looking into it…"
 SHORTENED = "_(This answer was shortened to fit in Slack.)_"
-
-# action_ids: the handlers in bot/handlers/actions.py listen for these.
-APPROVE, REJECT = "deskhand_approve", "deskhand_reject"
-FEEDBACK_UP, FEEDBACK_DOWN = "deskhand_feedback_up", "deskhand_feedback_down"
-HANDOFF, HANDBACK = "deskhand_handoff", "deskhand_handback"
 
 Blocks = list[dict[str, Any]]
 

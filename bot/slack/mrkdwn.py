@@ -1,31 +1,22 @@
-"""Slack mrkdwn in and out: what people typed, and what Deskhand may post.
+"""Slack mrkdwn out: what Deskhand may post.
 
-In: Slack sends message text with `&`, `<` and `>` escaped and with mentions, channels
-and links as `<…>` tokens. `plain_text` turns that into what the person meant, minus the
-`@deskhand` mention, for the planner.
-
-Out: any text that came from a person or a model is passed through `escape`, so a `<!channel>`
+Any text that came from a person or a model is passed through `escape`, so a `<!channel>`
 or `<@U…>` a customer typed, or a model repeated, is shown as text and never pings anyone.
-Only links Deskhand builds itself (`link`) are real mrkdwn.
+Only links Deskhand builds itself (`link`) are real mrkdwn. (The way in, what a person
+typed, is bot/handlers/plain_text.py.)
 """
 
 from __future__ import annotations
 
-import re
 from urllib.parse import quote, urlsplit
 
 SECTION_LIMIT = 3000  # characters of text in one section block
 TEXT_LIMIT = 40_000  # Slack truncates a message's text beyond this
-_TOKEN = re.compile(r"<([^<>\n]*)>")
 
 
 def escape(text: str) -> str:
     """Escape the three characters mrkdwn gives a meaning to (`&` first)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def unescape(text: str) -> str:
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def link(url: str, title: str) -> str:
@@ -38,27 +29,6 @@ def link(url: str, title: str) -> str:
     safe = quote(url.strip(), safe=":/?#[]@!$&'()*+,;=%~-._")
     safe = safe.replace("&", "&amp;")  # in mrkdwn the URL is escaped too
     return f"<{safe}|{title}>"
-
-
-def plain_text(text: str, bot_user_id: str | None = None) -> str:
-    """What a person typed, from Slack's wire format: mentions of the bot removed, other
-    `<…>` tokens turned into readable text, entities decoded."""
-
-    def readable(match: re.Match[str]) -> str:
-        target, _, label = match.group(1).partition("|")
-        if target.startswith("@"):
-            return "" if target[1:] == bot_user_id else "@" + (label or target[1:])
-        if target.startswith("#"):
-            return "#" + (label or target[1:])
-        if target.startswith("!subteam^"):
-            return "@" + (label or target[len("!subteam^"):]).lstrip("@")
-        if target.startswith("!"):
-            return label or "@" + target[1:].split("^")[0]
-        if target.startswith("mailto:"):
-            return target[len("mailto:"):]
-        return target if not label or label == target else f"{label} ({target})"
-
-    return re.sub(r"[ \t]{2,}", " ", unescape(_TOKEN.sub(readable, text))).strip()
 
 
 def split(text: str, limit: int = SECTION_LIMIT) -> list[str]:

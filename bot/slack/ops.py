@@ -1,56 +1,52 @@
 """What Slack's buttons do: approve or reject a refund, hand a thread to a human and back,
-and record 👍/👎. Handlers parse a click into a `Click` and hand it here as a job.
+and record 👍/👎; and what a teammate's reply in an email's mirror thread does. The handlers
+(bot/handlers/) read a click into a `Click` and hand it here as a job.
 
 Every decision goes through `Runtime` (approvals, handoff), so Slack, email and the CLI
 share the rules; this module only adds Slack's side: checks that the click belongs to the
 same workspace as what it acts on, ephemeral refusals, and updating the cards.
+
+A click whose action fails is answered to the clicker, ephemerally: what failed and what to
+do, worded by the error's type (bot/error_replies.py `TEAMMATE_REPLIES`). A transient failure
+of an idempotent action (an approval, a handoff) is first retried once; anything else is
+logged with its error. An approval whose refund fails stays pending, so its card keeps its
+buttons.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from weakref import WeakValueDictionary
 
+import aiohttp
+from slack_sdk.errors import SlackApiError
+
 from bot.brain.drafting import HANDED_OFF as HANDED_OFF_REPLY
+from bot.error_replies import TEAMMATE_REPLIES, reply_for, teammate_reply
+from bot.hands.errors import TransientError, error_from_result
 from bot.hands.tools.escalate_to_human import HANDED_OFF
+from bot.handlers.payloads import Click, FeedbackReasons, TeammateReply
 from bot.logs import get_logger
 from bot.slack import blocks as bk
 from bot.slack.approvers import Directory
-from bot.slack.feedback_modal import FeedbackReasons, reasons_view
-from bot.slack.ids import parse_session_id
+from bot.slack.feedback_modal import reasons_view
 from bot.slack.responder import SEND_ERRORS, SlackResponder
+from bot.slack_ids import parse_session_id
+from bot.surfaces import TeammateMail
 
 log = get_logger("deskhand.slack.ops")
 
 NOT_HERE = "I can't find that in this workspace. It may belong to another team, or be gone."
 
 
-@dataclass(frozen=True)
-class TeammateReply:
-    """A teammate's message in the Slack thread that mirrors an email conversation."""
-
-    team: str
-    user: str
-    channel: str
-    ts: str
-    session_id: str  # the email conversation
-    text: str
-    note: bool  # `//…` or a mention of Deskhand: for the team only, never emailed
-
-
-@dataclass(frozen=True)
-class Click:
-    """A button click, as the handlers read it from a block_actions payload."""
-
-    team: str
-    user: str
-    channel: str
-    message_ts: str
-    value: str
-    action_ts: str = ""
-    trigger_id: str = ""  # lets the click open a modal, for 3 s (views.open)
+def transient(exc: BaseException) -> bool:
+    """Whether the same click a moment later may well succeed."""
+    if isinstance(exc, SlackApiError):
+        status = getattr(exc.response, "status_code", 0)
+        return status == 429 or status >= 500
+    return isinstance(exc, (TransientError, TimeoutError, ConnectionError, aiohttp.ClientConnectionError))
 
 
 def taken_over_by(name: str | None) -> str:
@@ -58,12 +54,15 @@ def taken_over_by(name: str | None) -> str:
 
 
 class SlackOps:
-    def __init__(self, runtime, responder: SlackResponder, directory: Directory):
+    def __init__(self, runtime, responder: SlackResponder, directory: Directory,
+                 mail: TeammateMail | None = None):
         self.runtime = runtime
         self.store = runtime.store
         self.responder = responder
         self.directory = directory
+        self.mail = mail  # email, when the wiring connected it: a teammate's reply goes out there
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        self.click_retry_s = 1.0  # before the one retry of a click that failed transiently
 
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -81,18 +80,48 @@ class SlackOps:
         except SEND_ERRORS as exc:
             log.warning("ephemeral_failed", user=click.user, error=type(exc).__name__)
 
+    async def answering(self, click: Click, action: Callable[[], Awaitable[None]], *, what: str,
+                        idempotent: bool) -> None:
+        """Run a click's action (a job); if it raises, retry it once when that is safe and may
+        help, else log the error and tell the clicker it didn't go through."""
+        for attempt in (1, 2):
+            try:
+                await action()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt == 1 and idempotent and transient(exc):
+                    log.warning("click_retried", click=what, user=click.user, error=repr(exc))
+                    await asyncio.sleep(self.click_retry_s)
+                    continue
+                log.exception("click_failed", click=what, user=click.user, error=repr(exc))
+                await self.tell(click, f"That didn't go through. {bk.escape(reply_for(exc, TEAMMATE_REPLIES))}")
+                return
+
     # -- approvals ---------------------------------------------------------------------------
     async def decide(self, click: Click, approve: bool) -> None:
         action = await self.store.pending_get(click.value)
         if action is None or action.tenant_id != click.team:
             await self.tell(click, NOT_HERE)
             return
-        decision = await self.runtime.decide(action.id, click.user, approve,
-                                             is_approver=self.directory.is_approver)
+        decision = await self.runtime.decide(action.id, click.user, approve)
+        if decision.status == "failed" and isinstance(error_from_result(decision.result), TransientError):
+            # The request went back to pending and its key keeps the refund to one: try once more.
+            log.warning("approval_retried", action_id=action.id, error=decision.result.error)
+            await asyncio.sleep(self.click_retry_s)
+            decision = await self.runtime.decide(action.id, click.user, approve)
+        if decision.status == "failed":  # still pending: the card keeps its buttons
+            log.warning("approval_failed", action_id=action.id, error_kind=decision.result.error_kind,
+                        error=decision.result.error)
+            order = action.args.get("order_id", "")
+            await self.tell(click, f"The refund for order {bk.escape(order)} didn't go through, so the request is "
+                                   f"still open on its card. {bk.escape(teammate_reply(decision.result))}")
+            return
         if decision.status == "already_decided" and decision.action is not None:
             await self.tell(click, f"Already {decision.action.status} by <@{decision.action.decided_by}>.")
             return
-        if decision.status not in ("approved", "rejected", "failed"):
+        if decision.status not in ("approved", "rejected"):
             await self.tell(click, bk.escape(decision.message))
             return
         await self._update_card(click, decision)
@@ -105,8 +134,6 @@ class SlackOps:
         _, card = bk.approval_card(action_id=action.id, args=action.args, requester=action.requested_by, where=where)
         data = decision.result.data if decision.result and decision.result.ok else {}
         detail = f"refund {data['refund_id']}" if data.get("refund_id") else ""
-        if decision.status == "failed":
-            detail = "a teammate needs to follow up with the customer"
         when = action.decided_at or datetime.now(timezone.utc)
         text, blocks = bk.decided_card(card, status=decision.status, decider=click.user, when=when, detail=detail)
         await self.responder.send({"op": "update", "team": click.team, "channel": channel, "ts": ts,
@@ -159,8 +186,7 @@ class SlackOps:
         if reply.note or not reply.text:
             return
         author = Click(reply.team, reply.user, reply.channel, reply.ts, "")  # for ephemeral answers
-        email = self.runtime.orchestrator.responders.get("email")
-        if email is None:
+        if self.mail is None:
             await self.tell(author, "Email is not connected in this Deskhand just now, so that reply was not sent.")
             return
         session_id = reply.session_id
@@ -178,7 +204,7 @@ class SlackOps:
                     return
                 await self.responder.post_handoff_card(session_id, who=session["user_id"],
                                                        reason=taken_over_by(name), key=trigger)
-            await email.reply_as_teammate(session_id, reply.text, author=name or "A teammate", key=reply.ts)
+            await self.mail.reply_as_teammate(session_id, reply.text, author=name or "A teammate", key=reply.ts)
             await self.store.add_message(session_id, session["tenant_id"], "assistant", reply.text, trigger,
                                          {"teammate": reply.user})
 
@@ -188,7 +214,7 @@ class SlackOps:
         if session is None:
             return NOT_HERE
         session_id = session["id"]
-        if not await self.directory.is_staff(team_id, user):
+        if not await self.runtime.gate.is_staff(team_id, user):
             await self.store.audit(team_id, user, "handback_refused", session_id)
             return "Only support teammates (approvers and admins) can hand a conversation back."
         async with self._lock(session_id):

@@ -1,4 +1,4 @@
-"""SlackResponder: how a turn's outcome reaches Slack (orchestrator.responders["slack"]).
+"""SlackResponder: how a turn's outcome reaches Slack (`Surfaces.slack`).
 
 - `acknowledge(envelope)` posts "Looking into it…" in the thread as soon as a message is
   accepted (as a job, after the ack). Its ts is kept in the session's metadata, so a turn
@@ -11,8 +11,10 @@
   is paced at one post a second, and no turn worker waits for that.
 - `notify` posts a notice in a conversation's thread (e.g. an approval's outcome).
 - `follow_up` posts a degraded turn's late answer as a new message in its thread (bot/deadline.py).
-- Nothing is lost: a post that fails after the SDK's own retries is written to the store's
-  outbox and retried by `run_outbox` with backoff, across restarts too.
+- Nothing is lost silently: a post that fails after the SDK's own retries is written to the
+  store's outbox and retried by `run_outbox` as the outbox's one `RetryPolicy` says
+  (bot/outbox_policy.py), across restarts too; one that fails every attempt is given up to
+  `deskhand dlq`, where it can be retried or dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -28,12 +30,13 @@ from slack_sdk.errors import SlackApiError
 
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
+from bot.outbox_policy import RetryPolicy
 from bot.redact import mask_pii
 from bot.shadow import is_shadow
 from bot.slack import blocks as bk
 from bot.slack.client import SlackTeam
-from bot.slack.ids import parse_session_id, placeholder_key
 from bot.slack.jobs import Jobs
+from bot.slack_ids import parse_session_id, placeholder_key
 
 log = get_logger("deskhand.slack.responder")
 
@@ -56,14 +59,14 @@ class _Placeholder:
 
 class SlackResponder:
     def __init__(self, *, teams: dict[str, SlackTeam], store, settings, jobs: Jobs,
-                 outbox_retry_s: float = 5.0, outbox_max_delay_s: float = 600.0,
+                 outbox_poll_s: float = 5.0, outbox_policy: RetryPolicy | None = None,
                  max_placeholders_in_flight: int = 32):
         self.teams = teams
         self.store = store
         self.settings = settings
         self.jobs = jobs
-        self.outbox_retry_s = outbox_retry_s
-        self.outbox_max_delay_s = outbox_max_delay_s
+        self.outbox_poll_s = outbox_poll_s
+        self.outbox_policy = outbox_policy or RetryPolicy.from_settings(settings)
         self._placeholders: OrderedDict[str, _Placeholder] = OrderedDict()
         self._wake = asyncio.Event()
         self._posting = asyncio.Semaphore(max_placeholders_in_flight)
@@ -300,7 +303,7 @@ class SlackResponder:
                 log.exception("outbox_flush_failed")
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
-                await asyncio.wait(waiters, timeout=self.outbox_retry_s, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiters, timeout=self.outbox_poll_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
@@ -315,9 +318,11 @@ class SlackResponder:
             try:
                 await self._perform(row["payload"])
             except SEND_ERRORS as exc:
-                delay = min(self.outbox_retry_s * 2 ** row["attempts"], self.outbox_max_delay_s)
-                due = (datetime.now(timezone.utc) + timedelta(seconds=delay)).isoformat()
-                await self.store.outbox_mark_failed(row["id"], _describe(exc), due)
+                due = self.outbox_policy.next_attempt(row["attempts"] + 1, datetime.now(timezone.utc))
+                await self.store.outbox_mark_failed(row["id"], _describe(exc), due.isoformat() if due else None)
+                if due is None:
+                    log.warning("slack_post_given_up", outbox_id=row["id"], attempts=row["attempts"] + 1,
+                                error=_describe(exc), hint=f"deskhand dlq retry outbox:{row['id']}")
             else:
                 await self.store.outbox_mark_sent(row["id"])
                 sent += 1

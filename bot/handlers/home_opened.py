@@ -1,4 +1,5 @@
-"""App Home: when someone opens Deskhand's Home tab, publish their workspace's view."""
+"""The App Home listener: when someone opens Deskhand's Home tab, publish their workspace's
+view (`HomeTab`, bot/slack/home_tab.py) as a job."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""`/deskhand`: what each subcommand does. The handler acks with what `handle` returns
-(within Slack's 3 seconds); anything slow runs afterwards as a job and answers by
-`response_url` or by updating one message in the channel.
+"""`/deskhand`: what each subcommand does. The listener (bot/handlers/slash_command.py)
+reads the payload into a `Slash` and acks with what `handle` returns (within Slack's 3
+seconds); anything slow runs afterwards as a job and answers by `response_url` or by
+updating one message in the channel.
 
     /deskhand help | status | kb status | kb reload | handback [thread link]
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,13 +18,14 @@ import aiohttp
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.hands.tools.escalate_to_human import HANDED_OFF
+from bot.handlers.payloads import Slash
 from bot.kb_status import kb_facts, kb_folder, kb_summary
 from bot.logs import get_logger
 from bot.shadow import shadow_surfaces
 from bot.slack import blocks as bk
-from bot.slack.ids import parse_session_id, session_id
 from bot.slack.mrkdwn import escape
 from bot.slack.responder import SEND_ERRORS
+from bot.slack_ids import parse_session_id, session_id
 
 log = get_logger("deskhand.slack.commands")
 
@@ -39,17 +40,6 @@ USAGE = (
 KB_NOT_CONFIGURED = ("The knowledge base is not configured in this Deskhand, so there is nothing to "
                      "reload. See the README's knowledge base section.")
 _PERMALINK = re.compile(r"/archives/([A-Z0-9]+)/p(\d{10})(\d{6})(?:\?[^\s>|]*thread_ts=(\d+\.\d+))?")
-
-
-@dataclass(frozen=True)
-class Slash:
-    """A `/deskhand` invocation, as the handler reads it from the payload."""
-
-    team: str
-    user: str
-    channel: str
-    text: str
-    response_url: str
 
 
 def describe(value: Any) -> dict[str, Any]:
@@ -127,7 +117,7 @@ class SlashCommands:
 
     # -- kb reload ---------------------------------------------------------------------------
     async def start_kb_reload(self, cmd: Slash) -> str:
-        if not self.directory.is_admin(cmd.team, cmd.user):
+        if not self.runtime.gate.is_admin(cmd.team, cmd.user):
             await self.store.audit(cmd.team, cmd.user, "kb_reload_refused", cmd.team)
             return "Only Deskhand admins can reload the knowledge base. Ask one of them, or see `/deskhand help`."
         if self.runtime.kb is None:

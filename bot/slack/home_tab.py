@@ -13,23 +13,22 @@ from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.kb_status import kb_facts
 from bot.logs import get_logger
 from bot.slack import blocks as bk
-from bot.slack.commands import midnight_utc
-from bot.slack.ids import parse_session_id
 from bot.slack.mrkdwn import escape
+from bot.slack.subcommands import midnight_utc
+from bot.slack_ids import parse_session_id
 
 log = get_logger("deskhand.slack.home")
 
 
 class HomeTab:
-    def __init__(self, runtime, teams, directory):
+    def __init__(self, runtime, teams):
         self.runtime = runtime
         self.store = runtime.store
         self.teams = teams
-        self.directory = directory  # bot/slack/approvers.py: who is an approver or admin
 
     async def view(self, team_id: str, viewer: str) -> dict:
         kb = None if self.runtime.kb is None else kb_facts(await self.runtime.kb_state(team_id))
-        everyone = await self.directory.is_staff(team_id, viewer)
+        everyone = await self.runtime.gate.is_staff(team_id, viewer)  # approvers and admins (bot/hands/gate.py)
         team = self.teams[team_id]
         pending = []
         for action in await self.store.pending_list(team_id):

@@ -6,6 +6,10 @@ message may instead join the person's open case there, so one conversation can s
 several threads: bot/conversations.py.) An inbound message's
 envelope id is `slack:<team>:<channel>:<ts>`, fixed by the message itself, so the same
 message delivered twice (a retry, or as both `message` and `app_mention`) is stored once.
+
+These names are shared by both sides of Slack (the handlers that build envelopes, the
+outward surface that posts into threads), the DM conversations and the store, so the module
+sits beside bot/contracts.py rather than in either folder.
 """
 
 from __future__ import annotations
