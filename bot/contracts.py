@@ -7,6 +7,7 @@ turn leaves a `TraceEvent`. Everything else in the codebase is built around thes
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -28,6 +29,15 @@ def utcnow() -> datetime:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def new_correlation_id(intake_key: str | None = None) -> str:
+    """The id that follows one inbound message through its log lines, trace spans and reply.
+    Minted at intake; from `intake_key` (a Slack event id, a tenant and Message-ID) when the
+    surface has one, so a redelivery of the same event gets the same id."""
+    if intake_key is None:
+        return uuid.uuid4().hex[:16]
+    return hashlib.sha256(intake_key.encode()).hexdigest()[:16]
 
 
 def _clean_text(text: str) -> str:
@@ -71,6 +81,19 @@ class MessageEnvelope(BaseModel):
     attachments: list[Attachment] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     received_at: datetime = Field(default_factory=utcnow)
+    # Minted by the surface that received the message; an envelope stored before this field
+    # existed gets one when loaded, and the inbox row's `correlation_id` then keeps it.
+    correlation_id: str = Field(default_factory=new_correlation_id)
+
+    def intake(self) -> dict[str, Any]:
+        """What the message's intake span records: the surface, the surface's own id for the
+        message (Slack's event id and retry, the email's Message-ID) and when it arrived."""
+        surface = "slack" if self.channel.value.startswith("slack") else self.channel.value
+        data: dict[str, Any] = {"surface": surface, "inbox_id": self.id, "received_at": self.received_at.isoformat()}
+        for key in ("event_id", "retry_attempt", "message_id"):
+            if self.metadata.get(key) is not None:
+                data[key] = self.metadata[key]
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -134,6 +157,9 @@ class ToolResult(BaseModel):
     data: dict[str, Any] | None = None
     error: str | None = None
     error_kind: str | None = None
+    # Which system a failure came from ("orders", "tickets", "refunds", "kb"), so its reply
+    # names that one (bot/error_replies.py).
+    error_system: str | None = None
     cost_ms: float = 0.0
     cached: bool = False
     pending_action_id: str | None = None
@@ -143,7 +169,7 @@ class TraceEvent(BaseModel):
     correlation_id: str
     span: str
     data: dict[str, Any] = Field(default_factory=dict)
-    ts: datetime = Field(default_factory=utcnow)
+    ts: datetime = Field(default_factory=utcnow)  # when the span started
     duration_ms: float = 0.0
 
 

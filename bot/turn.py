@@ -17,11 +17,13 @@ from bot.brain.abuse import AbuseVerdict
 from bot.brain.base import PlanContext
 from bot.brain.drafting import Draft
 from bot.contracts import BrainPlan, Citation, MessageEnvelope, ToolResult
+from bot.hands.errors import ClientError, kinds_under
 from bot.store.rows import loads
 
 # Tool errors that mean "the customer asked for something that is not there" (no such order,
-# too large a refund): explained to the customer, never a reason to hand off or degrade.
-CUSTOMER_FIXABLE = {"client_error", "not_found", "invalid_args", "not_verified"}
+# too large a refund): explained to the customer, never a reason to hand off or degrade. They
+# are the kinds of `ClientError` and its subclasses.
+CUSTOMER_FIXABLE = kinds_under(ClientError)
 
 
 class State(StrEnum):
@@ -110,7 +112,8 @@ class Turn:
     results: list[ToolResult] = field(default_factory=list)
     draft: Draft | None = None
     error: str | None = None
-    # Spans are written together when the turn ends (one transaction instead of six).
+    # Spans are written together when the turn ends (one transaction instead of six), each
+    # (correlation_id, tenant, span, duration_ms, data, started_at ISO).
     spans: list[tuple] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)  # for the turn latency metric and the SLA
     running: list = field(default_factory=list)  # (step, task) of TOOL_LOOP, read by the deadline

@@ -26,7 +26,7 @@ import hashlib
 from enum import StrEnum
 
 from bot.config import TenantPolicy
-from bot.contracts import Channel, MessageEnvelope
+from bot.contracts import Channel, MessageEnvelope, new_correlation_id
 from mailbridge.parse import ParsedEmail
 
 HELD_FLAGS = ("auto_submitted", "bounce", "mailing_list", "from_self")
@@ -109,7 +109,8 @@ def build_envelope(
     envelope_from: str = "",
     rcpt_tos: list[str] | None = None,
 ) -> MessageEnvelope:
-    """The envelope for one email. Its id comes from the Message-ID (see `envelope_id`)."""
+    """The envelope for one email. Its id comes from the Message-ID (see `envelope_id`), and
+    so does its correlation id: the same email delivered again logs under the same id."""
     customer = customer_address(parsed, policy, envelope_from)
     flags = flags_for(parsed, customer=customer, mail_from=mail_from)
     trusted = is_trusted_forward(parsed, policy)
@@ -138,8 +139,10 @@ def build_envelope(
         "rcpt_tos": list(rcpt_tos or []),
         "size": parsed.size,
     }
+    inbox_id = envelope_id(tenant_id, parsed.message_id)
     return MessageEnvelope(
-        id=envelope_id(tenant_id, parsed.message_id),
+        id=inbox_id,
+        correlation_id=new_correlation_id(f"email:{inbox_id}"),
         tenant_id=tenant_id,
         channel=Channel.email,
         user_id=customer or "unknown",

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bot.store import DELIVERED, Store
+from bot.surfaces import Surfaces
 from tests.shop_server import ShopServer, tenants_yaml
 
 DESKHAND = str(Path(sys.executable).with_name("deskhand"))
@@ -38,6 +39,7 @@ async def test_killed_mid_turn_then_restarted_replies_once(tmp_path):
         [row] = store.inbox_unfinished()
         assert row["status"] == "processing" and row["session_id"] == "s-crash"
         assert store.message_for(row["id"]) is None
+        correlation_id = row["correlation_id"]
         store.close()
 
         shop.script("order", "ok")
@@ -53,6 +55,8 @@ async def test_killed_mid_turn_then_restarted_replies_once(tmp_path):
         store = Store(home / "deskhand.db")
         row = store.inbox_get(row["id"])
         assert row["status"] == DELIVERED and row["attempts"] == 2
+        assert row["correlation_id"] == correlation_id  # the re-run is the same message's turn
+        assert "RESPOND" in [s["span"] for s in store.traces_for(correlation_id)]
         replies = store.db.execute(
             "SELECT count(*) FROM messages WHERE inbox_id = ? AND role = 'assistant'", [row["id"]]).fetchone()[0]
         assert replies == 1
@@ -78,8 +82,8 @@ async def test_a_reply_stored_before_the_crash_is_delivered_not_recomputed(runti
         async def notify(self, session, text, **info):
             pass
 
-    runtime.orchestrator.responders["cli"] = Collect()
-    resumed = await runtime.orchestrator.resume()  # ANSWERED but never delivered
-    assert [o.reply for o in resumed] == [first.reply] == delivered
-    assert await runtime.orchestrator.resume() == []
-    assert (await runtime.store.inbox_get(env.id))["attempts"] == 1  # not re-planned
+    async with runtime.orchestrator.delivering_to(Surfaces(cli=Collect())):
+        resumed = await runtime.orchestrator.resume()  # ANSWERED but never delivered
+        assert [o.reply for o in resumed] == [first.reply] == delivered
+        assert await runtime.orchestrator.resume() == []
+        assert (await runtime.store.inbox_get(env.id))["attempts"] == 1  # not re-planned

@@ -8,6 +8,7 @@ from bot.brain.base import PlanContext
 from bot.contracts import BrainPlan, Channel, MessageEnvelope, PlanStep
 from bot.hands.registry import hand
 from bot.runtime import open_runtime
+from bot.surfaces import Surfaces
 from pydantic import BaseModel
 
 
@@ -41,10 +42,10 @@ class ScriptedPlanner:
 async def test_every_state_writes_a_span(runtime):
     outcome = await runtime.orchestrator.handle(envelope("where is order A-1042?"))
     spans = await runtime.store.traces_for(outcome.correlation_id)
-    assert [s["span"] for s in spans] == ["ROUTE", "PLAN", "TOOL_LOOP", "DRAFT", "GUARD", "RESPOND"]
+    assert [s["span"] for s in spans] == ["INTAKE", "ROUTE", "PLAN", "TOOL_LOOP", "DRAFT", "GUARD", "RESPOND"]
     assert all(s["duration_ms"] >= 0 for s in spans)
-    assert spans[1]["data"]["intent"] == "track_order"
-    assert spans[2]["data"]["tools"][0]["tool"] == "get_order_status"
+    assert spans[2]["data"]["intent"] == "track_order"
+    assert spans[3]["data"]["tools"][0]["tool"] == "get_order_status"
 
 
 async def test_a_crashing_planner_gives_a_safe_reply_and_a_ticket(settings):
@@ -123,14 +124,14 @@ async def test_queue_workers_answer_every_accepted_message(runtime):
         async def notify(self, session, text, **info):
             pass
 
-    runtime.orchestrator.responders["cli"] = Collect()
-    envs = [envelope(f"where is order A-10{42 + i % 3}?", session=f"s{i}") for i in range(30)]
-    async with runtime.orchestrator.running(workers=4):
-        for env in envs:
-            assert await runtime.orchestrator.accept(env)
-        assert not await runtime.orchestrator.accept(envs[0])  # a duplicate is not queued
-    assert sorted(delivered) == sorted(e.id for e in envs)
-    assert runtime.orchestrator._session_locks == {}  # no per-session state outlives its turns
+    async with runtime.orchestrator.delivering_to(Surfaces(cli=Collect())):
+        envs = [envelope(f"where is order A-10{42 + i % 3}?", session=f"s{i}") for i in range(30)]
+        async with runtime.orchestrator.running(workers=4):
+            for env in envs:
+                assert await runtime.orchestrator.accept(env)
+            assert not await runtime.orchestrator.accept(envs[0])  # a duplicate is not queued
+        assert sorted(delivered) == sorted(e.id for e in envs)
+        assert runtime.orchestrator._session_locks == {}  # no per-session state outlives its turns
 
 
 async def test_shadow_mode_plans_and_records_but_does_not_deliver(tmp_path):
@@ -148,10 +149,10 @@ async def test_shadow_mode_plans_and_records_but_does_not_deliver(tmp_path):
             pass
 
     async with open_runtime(load_settings(home=tmp_path / "h", tenants_file=tenants)) as rt:
-        rt.orchestrator.responders["cli"] = Collect()
-        outcome = await rt.orchestrator.handle(envelope("where is order A-1042?"))
-        assert outcome.shadow and outcome.plan.intent == "track_order"
-        assert (await rt.store.inbox_get(outcome.inbox_id))["status"] == "skipped"
+        async with rt.orchestrator.delivering_to(Surfaces(cli=Collect())):
+            outcome = await rt.orchestrator.handle(envelope("where is order A-1042?"))
+            assert outcome.shadow and outcome.plan.intent == "track_order"
+            assert (await rt.store.inbox_get(outcome.inbox_id))["status"] == "skipped"
     assert delivered == []
 
 
