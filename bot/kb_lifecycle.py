@@ -103,10 +103,11 @@ class KBLifecycle:
 
 def eval_settings(settings: Settings, home: Path) -> Settings:
     """The golden conversations' settings: the demo tenant, shop and KB in `home`; the
-    planner and encoder as configured."""
+    planner and encoder as configured, and the real home's caches (derived data, the same
+    for both: the intent vectors are not encoded again for every eval)."""
     return Settings(**{**settings.model_dump(exclude={"home", "tenants_file", "kb_dir", "default_tenant"}),
                        "home": home, "tenants_file": FIXTURES / "tenants.yml", "kb_dir": FIXTURES / "kb",
-                       "default_tenant": DEFAULT_TENANT, "log_file": None})
+                       "default_tenant": DEFAULT_TENANT, "log_file": None, "cache_dir": settings.cache_path})
 
 
 async def nightly_eval(settings: Settings, golden: Path | None = None, slack=None,

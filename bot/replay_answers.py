@@ -23,7 +23,7 @@ from bot.brain.base import PlanContext
 from bot.brain.drafting import compose
 from bot.contracts import BrainPlan, MessageEnvelope, ToolResult
 from bot.guards import guard_reply
-from bot.hands.context import HandContext
+from bot.store import AsyncStore, Store
 from bot.store.rows import loads
 
 
@@ -31,14 +31,24 @@ class ReplayWriteRefused(RuntimeError):
     """A tool tried to use the store during a replay (nothing may be written)."""
 
 
-class ReadOnlyStore:
-    """The store as the hands see it in a replay: the executor's call log goes nowhere."""
+class ReadOnlyStore(AsyncStore):
+    """The store as the hands see it in a replay: the store's own interface, where the
+    executor's call log goes nowhere and every other call is refused before it reaches SQLite."""
+
+    def __init__(self, store: AsyncStore):  # not AsyncStore's: nothing ever runs, so no thread
+        # Only looked up, never called (`_run` refuses first); a PgStore has no sync side.
+        self.sync = getattr(store, "sync", Store)
+        self._closed = False
+
+    async def _run(self, call: Any) -> Any:
+        name = getattr(getattr(call, "func", call), "__name__", "?")
+        raise ReplayWriteRefused(f"replay never writes: a tool asked for store.{name}")
 
     async def record_tool_call(self, **_: Any) -> None:
         return None
 
-    def __getattr__(self, name: str):
-        raise ReplayWriteRefused(f"replay never writes: a tool asked for store.{name}")
+    def close(self) -> None:
+        return None
 
 
 @dataclass
@@ -63,12 +73,9 @@ class AnswerDiff:
 
 
 async def _results(rt, plan: BrainPlan, envelope: MessageEnvelope, recorded: list[ToolResult]) -> list[ToolResult]:
-    policy = rt.settings.policy(envelope.tenant_id)
-    ctx = HandContext(
-        tenant_id=envelope.tenant_id, session_id=envelope.session_id, user_id=envelope.user_id,
-        channel=envelope.channel.value, correlation_id=f"replay-{envelope.id}"[:64], policy=policy,
-        backends=rt.backends_for(envelope.tenant_id), store=ReadOnlyStore(), kb=rt.kb,
-        verified_email=envelope.metadata.get("verified_email"), inbox_id=envelope.id, shadow=True)
+    ctx = rt.hand_context(envelope.tenant_id, envelope.session_id, envelope.user_id, envelope.channel.value,
+                          f"replay-{envelope.id}"[:64], verified_email=envelope.metadata.get("verified_email"),
+                          inbox_id=envelope.id, shadow=True, store=ReadOnlyStore(rt.store))
     earlier = list(recorded)
     results = []
     for step in plan.steps[: rt.settings.max_tool_calls]:
@@ -97,7 +104,7 @@ async def replay_answers(rt, *, limit: int = 200, tenant_id: str | None = None,
         # As in `deskhand replay`: no history or case state (they are not versioned per turn),
         # so a follow-up may be planned differently; its old reply is still shown.
         context = PlanContext(envelope=envelope, policy=policy,
-                              tools=[s for s in rt.registry.specs() if policy.tool_allowed(s.name)],
+                              tools=rt.gate.tools(envelope.tenant_id),
                               verified_email=envelope.metadata.get("verified_email"))
         plan = await planner.plan(context)
         recorded = [ToolResult.model_validate(r) for r in stored.get("results", [])]

@@ -163,7 +163,7 @@ async def test_a_kb_question_while_the_index_builds_is_told_so_and_offered_a_hum
     settings = load_settings(home=tmp_path / "home", kb_dir=shared)
     async with open_runtime(settings) as rt:
         gated = GatedEncoder(get_encoder(settings))
-        rt.kb = rt.orchestrator.kb = KnowledgeBase(settings, encoder=gated)
+        rt.kb = KnowledgeBase(settings, encoder=gated)
         scheduler = AsyncIOScheduler(timezone=timezone.utc)
         scheduler.start()
         try:

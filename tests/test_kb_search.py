@@ -130,7 +130,7 @@ async def test_a_kb_answer_quotes_the_section_that_matched(demo, tmp_path):
     from bot.runtime import open_runtime
 
     async with open_runtime(Settings(home=tmp_path / "home", kb_dir=FIXTURES / "kb")) as rt:
-        rt.kb = rt.orchestrator.kb = demo
+        rt.kb = demo
         outcome = await rt.orchestrator.handle(MessageEnvelope(
             tenant_id=TENANT, channel=Channel.slack_dm, user_id="U_ADA", session_id="s-kb",
             text="how long is the password reset link valid?"))

@@ -27,6 +27,7 @@ from bot.brain.tokens import count_tokens, message_tokens, tokenizer_name
 from bot.config import load_settings
 from bot.contracts import Channel, Citation, MessageEnvelope
 from bot.hands.context import HandContext
+from bot.hands.gate import allowed_tools
 from bot.hands.registry import default_registry, hand
 from bot.hands.tools.search_kb import KbHit, KbResults, SearchKbArgs
 from bot.runtime import build_planner, open_runtime
@@ -116,7 +117,7 @@ def planner_for(settings, fallback=None) -> LLMPlanner:
 
 def context_for(settings, text: str, tenant: str = "T_DEMO", history: list | None = None, **kw) -> PlanContext:
     policy = settings.policy(tenant)
-    tools = [s for s in default_registry().specs() if policy.tool_allowed(s.name)]
+    tools = allowed_tools(policy, default_registry().specs())
     return PlanContext(envelope=envelope(text, tenant), history=history or [], policy=policy, tools=tools, **kw)
 
 

@@ -83,15 +83,14 @@ SEMANTIC_FLOOR = 0.50
 SEMANTIC_WEIGHT = 0.4
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("DESKHAND_CACHE_DIR") or Path.home() / ".cache" / "deskhand")
-
-
-def example_vectors(encoder, texts: list[str]) -> np.ndarray:
-    """Encoder vectors of the labelled examples, cached on disk by encoder and content:
-    encoding a few thousand examples takes seconds, and every process needs them."""
+def example_vectors(encoder, texts: list[str], cache_dir: Path | None = None) -> np.ndarray:
+    """Encoder vectors of the labelled examples, kept in `cache_dir` (the settings'
+    `cache_path`, under DESKHAND_HOME) by encoder and content: encoding a few thousand
+    examples takes seconds, and every process needs them. None: computed, not kept."""
+    if cache_dir is None:
+        return np.asarray(encoder.encode(texts), dtype=np.float32)
     digest = hashlib.sha256((getattr(encoder, "name", "encoder") + "\n" + "\n".join(texts)).encode()).hexdigest()[:24]
-    path = cache_dir() / f"intent-vectors-{digest}.npy"
+    path = cache_dir / f"intent-vectors-{digest}.npy"
     if path.exists():
         vectors = np.load(path)
         if vectors.shape[0] == len(texts):
@@ -111,7 +110,7 @@ _DEFAULTS_LOCK = threading.Lock()
 class IntentClassifier:
     def __init__(self, examples: list[tuple[str, str]], k: int = 7, floor: float | None = None,
                  encoder=None, semantic_weight: float = SEMANTIC_WEIGHT,
-                 known_vectors: dict[str, np.ndarray] | None = None):
+                 known_vectors: dict[str, np.ndarray] | None = None, cache_dir: Path | None = None):
         self.k = k
         # Bitext repeats templates with different numbers; after normalisation they are the
         # same example and would outvote everything else.
@@ -135,7 +134,7 @@ class IntentClassifier:
         elif known_vectors is not None:
             self._vectors = np.stack([known_vectors[t] for t in texts])
         else:
-            self._vectors = example_vectors(encoder, texts)
+            self._vectors = example_vectors(encoder, texts, cache_dir)
         self.labels = sorted({label for _, label in examples})
         self._label_of = np.array([self.labels.index(label) for _, label in examples])
         docs = [features(text) for text, _ in examples]
@@ -156,12 +155,13 @@ class IntentClassifier:
         self._n = n
 
     @classmethod
-    def default(cls, encoder=None) -> "IntentClassifier":
-        """The built-in classifier, built once per process (and per encoder)."""
+    def default(cls, encoder=None, cache_dir: Path | None = None) -> "IntentClassifier":
+        """The built-in classifier, built once per process (and per encoder); its example
+        vectors are kept in `cache_dir` (see `example_vectors`)."""
         key = getattr(encoder, "name", "encoder") if encoder is not None else "lexical"
         with _DEFAULTS_LOCK:
             if key not in _DEFAULTS:
-                _DEFAULTS[key] = cls(load_examples(), encoder=encoder)
+                _DEFAULTS[key] = cls(load_examples(), encoder=encoder, cache_dir=cache_dir)
             return _DEFAULTS[key]
 
     def _weigh(self, feats: Counter) -> dict[str, float]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from bot.hands.errors import ClientError, NotFound
+from bot.hands.errors import NotFound, NotRefundable
 
 
 class DemoShop:
@@ -20,10 +20,14 @@ class DemoShop:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode=WAL")
         self._lock = threading.Lock()
-        if not self.db["orders"].exists():
-            self._seed(json.loads(seed_file.read_text()))
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            if not self.db["orders"].exists():
+                self._seed(json.loads(seed_file.read_text()))
+        except BaseException:  # not a database, or the seed failed: nobody else will close it
+            conn.close()
+            raise
 
     def _seed(self, data: dict) -> None:
         with self.db.conn:
@@ -91,7 +95,7 @@ class DemoShop:
             order = self._order(order_id)
             already = sum(r["amount"] for r in order["refunds"] if r["status"] != "rejected")
             if amount <= 0 or amount + already > order["total"] + 1e-9:
-                raise ClientError(f"refund of {amount:.2f} exceeds what is refundable on {order_id}")
+                raise NotRefundable(f"refund of {amount:.2f} exceeds what is refundable on {order_id}")
             refund_id = f"RF-{self.db['refunds'].count + 5001}"
             row = {"refund_id": refund_id, "order_id": order["order_id"], "amount": round(amount, 2),
                    "reason": reason, "status": "issued",
