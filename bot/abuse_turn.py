@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime
 
 from bot.brain.abuse import HARASSMENT, HATE, INSULT, SELF_HARM, THREAT, AbuseVerdict
 from bot.brain.drafting import OFFER_HUMAN, Draft
 from bot.contracts import BrainPlan, MessageEnvelope, PlanStep, ToolResult
+from bot.store.reports import flagged_inbox_rows
 
 ABUSE_INTENT = "abuse"
 FLAG_PREFIX = "abuse:"
@@ -95,13 +97,12 @@ def abuse_flag(flags_json: str | None) -> str | None:
     return None
 
 
-def build_abuse_report(db, *, inbox_cond: str, params: list, latest: int = 5) -> dict:
+def build_abuse_report(db, *, tenant: str | None = None, since: datetime | None = None, latest: int = 5) -> dict:
     """`deskhand report`'s abuse section: flagged turns by category and the latest few."""
     by_category: Counter[str] = Counter()
     flagged: list[dict] = []
-    for inbox_id, session_id, received_at, flags, correlation_id in db.execute(
-            f"SELECT id, session_id, received_at, flags, correlation_id FROM inbox WHERE {inbox_cond}"
-            f" AND flags LIKE '%{FLAG_PREFIX}%' ORDER BY received_at DESC", params).fetchall():
+    rows = flagged_inbox_rows(db, tenant, since, FLAG_PREFIX)
+    for inbox_id, session_id, received_at, flags, correlation_id in rows:
         category = abuse_flag(flags)
         if category:
             by_category[category] += 1

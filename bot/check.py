@@ -14,7 +14,6 @@ store. Each probe is time-boxed (`DESKHAND_CHECK_TIMEOUT_S`, default 5 s), so a 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ import yaml
 
 from bot.config import PROJECT_ROOT, Settings
 from bot.logs import get_logger
+from bot.store.factory import store_location
+from bot.store.probes import StoreUnavailable, redact_url, write_probe
 
 log = get_logger("deskhand.check")
 
@@ -178,18 +179,16 @@ def encoder_and_kb(settings: Settings, kb=None) -> list[CheckResult]:
 
 
 def store_probe(settings: Settings) -> CheckResult:
+    if settings.database_url:
+        where = redact_url(settings.database_url)
+        fix = "check DESKHAND_DATABASE_URL: the server is up, the user may connect and create tables"
+    else:
+        where, fix = str(settings.db_path), "check DESKHAND_HOME is writable and no other process holds the lock"
     try:
-        conn = sqlite3.connect(settings.db_path, timeout=settings.check_timeout_s, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("CREATE TABLE deskhand_check_probe (x INTEGER)")  # a real write, rolled back
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return CheckResult("store", False, f"{settings.db_path}: {exc}",
-                           "check DESKHAND_HOME is writable and no other process holds the lock")
-    return CheckResult("store", True, f"{settings.db_path} writable")
+        write_probe(store_location(settings), settings.check_timeout_s)
+    except StoreUnavailable as exc:
+        return CheckResult("store", False, f"{where}: {exc}", fix)
+    return CheckResult("store", True, f"{where} writable")
 
 
 async def _boxed(name: str, probe: Awaitable, timeout_s: float) -> list[CheckResult]:

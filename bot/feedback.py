@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from bot.store.reports import feedback_rows
+
 LATEST_DOWNVOTES = 10
-# Inbox ids of answers someone marked 👎 and did not change to 👍 since (latest vote per person).
-DOWNVOTED_INBOX_IDS = (
-    "SELECT f.inbox_id FROM feedback f WHERE f.value = 'down' AND f.id ="
-    " (SELECT max(g.id) FROM feedback g WHERE g.inbox_id = f.inbox_id AND g.user_id = f.user_id)")
 EXCERPT = 160
 
 
@@ -37,17 +35,7 @@ def _excerpt(text: str | None) -> str:
 def build_feedback_report(db, *, tenant: str | None = None, since: datetime | None = None,
                           latest: int = LATEST_DOWNVOTES) -> dict:
     """The feedback section of the report, from a sqlite-utils `Database`."""
-    where, params = ["1 = 1"], []
-    if tenant:
-        where.append("f.tenant_id = ?")
-        params.append(tenant)
-    if since:
-        where.append("f.ts >= ?")
-        params.append(since.astimezone(timezone.utc).isoformat())
-    rows = db.execute(
-        "SELECT f.id, f.tenant_id, f.inbox_id, f.user_id, f.value, f.ts, f.reasons, f.comment,"
-        " i.envelope, i.outcome, i.correlation_id FROM feedback f LEFT JOIN inbox i ON i.id = f.inbox_id"
-        f" WHERE {' AND '.join(where)} ORDER BY f.id", params).fetchall()
+    rows = feedback_rows(db, tenant, since)
 
     votes: dict[tuple[str, str], dict] = {}  # (answer, person) -> their latest vote
     for fid, tenant_id, inbox_id, user, value, ts, reasons, comment, envelope, outcome, cid in rows:

@@ -8,14 +8,13 @@
 Counters and histograms are updated where things happen. Gauges that are facts about the
 store (outbox depth, pending approvals) or the breakers are read when Prometheus scrapes,
 so they are never out of date and nothing has to remember to update them. The store is read
-on a worker thread through its own read-only connection: the loop never waits on disk, and
-the store's own connection stays on the store's thread.
+on a worker thread through its own read-only connection (`bot.store.probes.store_gauges`):
+the loop never waits on disk, and the store's own connection stays on the store's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,30 +25,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bot.hands.breaker import CLOSED, HALF_OPEN, OPEN, BreakerBoard
+from bot.store.probes import store_gauges
 
 # Seconds. A turn waits on the shop, the store and sometimes a model; an ack should be fast.
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOOL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0)  # Slack retries after 3 s
 BREAKER_STATES = (CLOSED, OPEN, HALF_OPEN)
-
-
-def store_figures(db_path: Path) -> dict[str, list[tuple]]:
-    """Outbox depth by channel and status, pending approvals and dead letters by tenant
-    (blocking: run it on a thread). An absent database is an empty one."""
-    if not Path(db_path).exists():
-        return {"outbox": [], "pending": [], "dead": []}
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=2.0)
-    try:
-        outbox = conn.execute("SELECT channel, status, count(*) FROM outbox WHERE status IN ('pending', 'failed')"
-                              " GROUP BY channel, status").fetchall()
-        pending = conn.execute("SELECT tenant_id, count(*) FROM pending_actions WHERE status = 'pending'"
-                               " GROUP BY tenant_id").fetchall()
-        dead = conn.execute("SELECT tenant_id, count(*) FROM dead_letters WHERE status = 'dead'"
-                            " GROUP BY tenant_id").fetchall()
-    finally:
-        conn.close()
-    return {"outbox": outbox, "pending": pending, "dead": dead}
 
 
 class BreakerCollector(Collector):
@@ -68,14 +50,15 @@ class BreakerCollector(Collector):
 
 
 class StoreCollector(Collector):
-    """Gauges from the last `store_figures` read (refreshed by `DeskhandMetrics.render`)."""
+    """Gauges from the last `store_gauges` read (refreshed by `DeskhandMetrics.render`)."""
 
     def __init__(self) -> None:
         self.figures: dict[str, list[tuple]] = {"outbox": [], "pending": [], "dead": []}
 
     def collect(self) -> Iterator[Metric]:
         outbox = GaugeMetricFamily("deskhand_outbox_depth", "Deliveries waiting in the outbox "
-                                   "(pending: will be retried; failed: given up).", labels=["channel", "status"])
+                                   "(pending: will be retried; failed: given up, in `deskhand dlq list`).",
+                                   labels=["channel", "status"])
         for channel, status, count in self.figures["outbox"]:
             outbox.add_metric([channel, status], count)
         pending = GaugeMetricFamily("deskhand_pending_approvals", "Actions waiting for an approver.",
@@ -92,8 +75,8 @@ class StoreCollector(Collector):
 
 
 class DeskhandMetrics:
-    def __init__(self, db_path: Path, breakers: BreakerBoard):
-        self.db_path = Path(db_path)
+    def __init__(self, db_path: Path | str, breakers: BreakerBoard):
+        self.db_path = db_path  # the SQLite file, or a PostgreSQL URL (bot/store/factory.py store_location)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.turns = Counter("deskhand_turns", "Turns finished, by end state, intent, channel and tenant.",
@@ -146,5 +129,5 @@ class DeskhandMetrics:
     # -- scrape --------------------------------------------------------------------------
     async def render(self) -> bytes:
         """The registry in Prometheus text format, store gauges read just now."""
-        self._store.figures = await asyncio.to_thread(store_figures, self.db_path)
+        self._store.figures = await asyncio.to_thread(store_gauges, self.db_path)
         return generate_latest(self.registry)

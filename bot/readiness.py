@@ -15,16 +15,16 @@ process "degraded", not unready. Every check is time-boxed; none raises.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Awaitable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bot.hands.breaker import CLOSED
 from bot.logs import get_logger
+from bot.store.factory import store_location
+from bot.store.probes import take_write_lock
 
 log = get_logger("deskhand.ops")
 
@@ -83,23 +83,13 @@ async def slack_check(slack) -> dict[str, Any]:
     for handler in slack.handlers if slack is not None else []:
         team = next((t for t in slack.teams.values() if t.client is handler.app.client), None)
         team_id = team.team_id if team is not None else "unknown"
-        workspaces[team_id] = {"connected": await handler.client.is_connected()}
+        workspaces[team_id] = {"connected": await handler.is_connected()}  # the socket, or the Request URL serving
     return {"ok": bool(workspaces) and all(w["connected"] for w in workspaces.values()), "workspaces": workspaces}
-
-
-def take_write_lock(db_path: Path) -> None:
-    """Take and release SQLite's write lock on a connection of its own (blocking)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=rw", uri=True, timeout=2.0, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()
 
 
 async def store_check(runtime) -> dict[str, Any]:
     await runtime.store.inbox_get("")  # the store thread answers (a primary-key read of nothing)
-    await asyncio.to_thread(take_write_lock, runtime.settings.db_path)
+    await asyncio.to_thread(take_write_lock, store_location(runtime.settings))
     return {"ok": True}
 
 

@@ -21,6 +21,7 @@ import typer
 
 from bot.abuse_turn import build_abuse_report, render_abuse_lines
 from bot.feedback import build_feedback_report, render_feedback_lines
+from bot.store import reports
 
 TURN_SPANS = ("ROUTE", "PLAN", "TOOL_LOOP", "DRAFT", "GUARD", "RESPOND")
 
@@ -43,24 +44,13 @@ def _ms(value: float | None) -> float | None:
 
 
 def build_report(db, *, tenant: str | None = None, since: datetime | None = None) -> dict:
-    """The report as a dict, from a sqlite-utils `Database` holding Deskhand's tables."""
-    where, params = ["1 = 1"], []
-    if tenant:
-        where.append("tenant_id = ?")
-        params.append(tenant)
-    if since:
-        where.append("ts >= ?")
-        params.append(since.astimezone(timezone.utc).isoformat())
-    cond = " AND ".join(where)
-
-    channel_of = {row[0]: row[1] for row in db.execute(
-        "SELECT correlation_id, channel FROM inbox WHERE correlation_id IS NOT NULL").fetchall()}
+    """The report as a dict, from a sqlite-utils `Database` holding Deskhand's tables (its
+    rows come from bot/store/reports.py)."""
+    channel_of = reports.turn_channels(db)
 
     turns: dict[str, dict] = {}
     llm_calls: list[dict] = []
-    for cid, tenant_id, span, data, duration in db.execute(
-            f"SELECT correlation_id, tenant_id, span, data, duration_ms FROM traces WHERE {cond} ORDER BY id",
-            params).fetchall():
+    for cid, tenant_id, span, data, duration in reports.trace_rows(db, tenant, since):
         payload = json.loads(data) if data else {}
         if span == "llm_call":
             llm_calls.append({"cid": cid, "tenant": tenant_id, **payload, "latency_ms": duration})
@@ -79,17 +69,14 @@ def build_report(db, *, tenant: str | None = None, since: datetime | None = None
         by_channel[t["channel"]].append(t["ms"])
 
     tools: dict[str, dict] = {}
-    for tool, ok, cost_ms in db.execute(
-            f"SELECT tool, ok, cost_ms FROM tool_calls WHERE {cond}", params).fetchall():
+    for tool, ok, cost_ms in reports.tool_call_rows(db, tenant, since):
         entry = tools.setdefault(tool, {"calls": 0, "ok": 0, "ms": []})
         entry["calls"] += 1
         entry["ok"] += int(bool(ok))
         entry["ms"].append(cost_ms or 0.0)
 
-    inbox_cond = cond.replace("ts >= ?", "received_at >= ?")
     answered = handed_off = offered = failed = 0
-    for (outcome,) in db.execute(
-            f"SELECT outcome FROM inbox WHERE {inbox_cond} AND outcome IS NOT NULL", params).fetchall():
+    for outcome in reports.inbox_outcomes(db, tenant, since):
         data = json.loads(outcome)
         answered += 1
         handed_off += data.get("state") == "HANDED_OFF"
@@ -134,7 +121,7 @@ def build_report(db, *, tenant: str | None = None, since: datetime | None = None
                      "human_offered": offered, "human_offered_rate": _rate(offered, answered),
                      "failed": failed},
         "feedback": build_feedback_report(db, tenant=tenant, since=since),
-        "abuse": build_abuse_report(db, inbox_cond=inbox_cond, params=params),
+        "abuse": build_abuse_report(db, tenant=tenant, since=since),
         "llm": {
             "calls": len(llm_calls),
             "tokens_in": sum(int(c.get("tokens_in") or 0) for c in llm_calls),

@@ -73,13 +73,14 @@ def serve_cmd() -> None:
 
 @mail_app.command("outbox")
 def outbox_cmd(
-    status: str = typer.Option("all", "--status", help="pending, sent, failed, or all."),
+    status: str = typer.Option("all", "--status", help="pending, sent, failed, dropped, or all."),
     limit: int = typer.Option(50, "--limit", help="Show at most this many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
-    """List outgoing email (pending, sent, failed) with attempts and the last error.
+    """List outgoing email (pending, sent, failed, dropped) with attempts and the last error.
 
-    A failed item stays listed until it is sent; `deskhand mail retry ID` queues it again.
+    An item is failed once the outbox's retry policy gave up on it (DESKHAND_OUTBOX_*); it is
+    also in `deskhand dlq list` as outbox:ID. `deskhand mail retry ID` queues it again.
 
     Example:
 
@@ -87,8 +88,8 @@ def outbox_cmd(
     """
     from bot.store import Store
 
-    if status not in ("pending", "sent", "failed", "all"):
-        typer.echo("--status must be pending, sent, failed or all", err=True)
+    if status not in ("pending", "sent", "failed", "dropped", "all"):
+        typer.echo("--status must be pending, sent, failed, dropped or all", err=True)
         raise typer.Exit(2)
     settings = _settings()
     store = Store(settings.db_path)
@@ -120,7 +121,7 @@ def outbox_cmd(
 
 @mail_app.command("retry")
 def retry_cmd(item_id: int = typer.Argument(..., help="The outbox item's id (see `deskhand mail outbox`).")) -> None:
-    """Queue a failed outgoing email again.
+    """Queue a failed outgoing email again, with every attempt the retry policy allows.
 
     A running bridge sends it within its poll interval (15 s), or at its next start.
 
@@ -138,7 +139,7 @@ def retry_cmd(item_id: int = typer.Argument(..., help="The outbox item's id (see
             typer.echo(f"No outgoing email {item_id}.", err=True)
             raise typer.Exit(1)
         if not store.outbox_requeue(item_id):
-            typer.echo(f"Email {item_id} was already sent.", err=True)
+            typer.echo(f"Email {item_id} was already {rows[0]['status']}.", err=True)
             raise typer.Exit(1)
     finally:
         store.close()

@@ -1,4 +1,4 @@
-"""Outbound email: build the reply, send it through the relay, retry until it is delivered.
+"""Outbound email: build the reply, send it through the relay, retry until it is delivered or given up.
 
 - `build_reply` makes the reply `EmailMessage`: text plus an HTML alternative, "Re: "
   subject, `In-Reply-To` (the parent's Message-ID) and `References` (the parent's references
@@ -6,9 +6,9 @@
   answers (RFC 3834), so that autoresponders do not answer back.
 - `send_message` hands one message to the relay with aiosmtplib and sorts failures into
   `PermanentSendError` (5xx: retrying cannot help) and `TemporarySendError` (everything else).
-- `Outbox` drains a persistent outbox through a small store protocol (`OutboxStore`) with
-  exponential backoff. The message is serialised once, at enqueue, so every attempt sends the
-  same bytes with the same Message-ID.
+- `Outbox` drains a persistent outbox through a small store protocol (`OutboxStore`),
+  retrying as the outbox's one `RetryPolicy` says (bot/outbox_policy.py). The message is
+  serialised once, at enqueue, so every attempt sends the same bytes with the same Message-ID.
 
 Delivery is once per successful relay hand-off: an item is marked sent right after the relay
 accepts it and is never picked again. The one gap is a crash between the relay's 250 and
@@ -24,7 +24,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -33,6 +33,7 @@ from typing import Protocol
 
 import aiosmtplib
 
+from bot.outbox_policy import RetryPolicy
 from mailbridge.parse import ParsedEmail
 
 MAX_REFERENCES = 20
@@ -270,7 +271,8 @@ Sender = Callable[[bytes, RelayConfig], Awaitable[None]]
 
 
 class Outbox:
-    """Sends due items, with exponential backoff: base, 2 x base, 4 x base, … up to max_delay.
+    """Sends due items; a failed one is retried as `policy` says (bot/outbox_policy.py, the
+    policy every outbox channel shares) and given up after its last attempt.
 
     One `Outbox` per process: `run_once` holds a lock so two drains never send one item twice.
     """
@@ -282,26 +284,17 @@ class Outbox:
         *,
         send: Sender = send_message,
         clock: Callable[[], datetime] = utcnow,
-        base_delay_s: float = 30.0,
-        max_delay_s: float = 3600.0,
-        max_attempts: int = 10,
+        policy: RetryPolicy | None = None,
         batch: int = 20,
     ) -> None:
         self.store = store
         self.relay = relay
         self._send = send
         self._clock = clock
-        self.base_delay_s = base_delay_s
-        self.max_delay_s = max_delay_s
-        self.max_attempts = max_attempts
+        self.policy = policy or RetryPolicy()
         self.batch = batch
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-
-    def backoff(self, failed_attempts: int) -> timedelta:
-        """Delay after the n-th failed attempt (n >= 1)."""
-        delay = self.base_delay_s * (2 ** max(failed_attempts - 1, 0))
-        return timedelta(seconds=min(delay, self.max_delay_s))
 
     async def enqueue(
         self, msg: EmailMessage, *, session_id: str = "", tenant_id: str = "", inbox_id: str = "", key: str = ""
@@ -335,14 +328,9 @@ class Outbox:
                     await self.store.outbox_mark_failed(item.id, str(exc), None)
                     result.dead.append(item.id)
                 except Exception as exc:  # TemporarySendError, or anything unexpected
-                    failed = item.attempts + 1
-                    if failed >= self.max_attempts:
-                        await self.store.outbox_mark_failed(item.id, _describe(exc), None)
-                        result.dead.append(item.id)
-                    else:
-                        retry_at = self._clock() + self.backoff(failed)
-                        await self.store.outbox_mark_failed(item.id, _describe(exc), retry_at)
-                        result.retrying.append(item.id)
+                    retry_at = self.policy.next_attempt(item.attempts + 1, self._clock())
+                    await self.store.outbox_mark_failed(item.id, _describe(exc), retry_at)
+                    (result.dead if retry_at is None else result.retrying).append(item.id)
                 else:
                     await self.store.outbox_mark_sent(item.id, self._clock())
                     result.sent.append(item.id)

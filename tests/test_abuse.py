@@ -19,7 +19,7 @@ from bot.contracts import Channel, MessageEnvelope
 from bot.reporting import build_report, render_text
 from bot.runtime import open_runtime
 from bot.slack import blocks as bk
-from bot.slack.ids import message_id
+from bot.slack_ids import message_id
 from bot.store import Store
 from deskhand_process import deskhand_run, run_env
 from openai_server import OpenAIServer

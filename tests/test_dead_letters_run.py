@@ -35,14 +35,6 @@ async def emu():
         yield emu
 
 
-@pytest.fixture
-async def shop():
-    server = await ShopServer().start()
-    yield server
-    server.release_hung()
-    await server.stop()
-
-
 def shop_env(tmp_path: Path, emu: SlackEmulator, shop: ShopServer) -> dict:
     tenants = tmp_path / "tenants.yml"
     tenants.write_text(json.dumps({"tenants": {ACME: {

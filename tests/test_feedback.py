@@ -10,9 +10,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+from bot.handlers.payloads import FEEDBACK_VIEW, reasons_from
 from bot.slack import blocks as bk
-from bot.slack.feedback_modal import FEEDBACK_VIEW, reasons_from
-from bot.slack.ids import message_id
+from bot.slack_ids import message_id
 from deskhand_process import DESKHAND, deskhand_run, run_env
 from kb_loader.freshness import read_record
 from test_kb_lifecycle import until, write

@@ -18,8 +18,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bot.config import load_settings
 from bot.store import DELIVERED, SKIPPED, Store
+from bot.surfaces import Surfaces
 from mailbridge.receiver import write_atomic
 from mailbridge.service import InboundResult, MailBridge, MailOptions
+from tests.test_dead_letters import dlq
 from tests.test_mail_imap import DOVECOT, PASSWORD, USER, _append, _unseen, dovecot  # noqa: F401 - a fixture
 
 DATA = Path(__file__).parent / "data" / "mail"
@@ -152,7 +154,8 @@ async def serving(settings, mirror=None, options: MailOptions | None = None, wor
 
     async with open_runtime(settings) as rt:
         bridge = MailBridge(rt, mirror=mirror or Mirror(), options=options)
-        async with bridge.running(), rt.orchestrator.running(workers=workers):
+        async with bridge.running(), rt.orchestrator.delivering_to(Surfaces(email=bridge.responder)), \
+                rt.orchestrator.running(workers=workers):
             yield rt, bridge
 
 
@@ -430,6 +433,38 @@ async def test_a_reply_the_relay_refuses_for_good_stays_visible_and_the_team_is_
     store.close()
 
 
+async def test_a_reply_the_relay_keeps_deferring_is_given_up_to_the_dlq_and_retried_from_there(tmp_path):
+    class Deferring(Relay):
+        deferring, deferrals = True, 0
+
+        async def handle_DATA(self, server, session, envelope) -> str:
+            if self.deferring:
+                self.deferrals += 1
+                return "451 4.3.0 Try again later"
+            return await super().handle_DATA(server, session, envelope)
+
+    relay = await Deferring().start()
+    settings = mail_settings(tmp_path, relay.port, outbox_max_attempts=3, outbox_backoff_base_s=0.01,
+                             outbox_backoff_max_s=0.05)
+    try:
+        async with serving(settings, Mirror(), MailOptions(outbox_poll_s=0.05)) as (rt, bridge):
+            await send(bridge, email())
+            [row] = await eventually(lambda: rt.store.outbox_rows("failed", "email"))
+            assert row["attempts"] == 3 and "451" in row["last_error"] and relay.deferrals == 3
+            listed = await asyncio.to_thread(dlq, "list", home=settings.home)
+            assert f"outbox:{row['id']}" in listed.stdout and "451" in listed.stdout, listed.stderr
+
+            relay.deferring = False
+            retried = await asyncio.to_thread(dlq, "retry", f"outbox:{row['id']}", home=settings.home)
+            assert retried.returncode == 0, retried.stderr
+            await relay.wait_for(1)
+            [row] = await eventually(lambda: rt.store.outbox_rows("sent", "email"))
+    finally:
+        await relay.stop()
+    assert relay.deferrals == 3 and len(relay.messages) == 1
+    assert relay.parsed(0)["In-Reply-To"] == "<q1@example.com>"
+
+
 async def test_redelivering_a_turn_queues_one_email(tmp_path, relay):
     """A turn delivered again (a restart after the outbox took the reply but before the inbox
     row said so) builds the same message, and the outbox keeps one."""
@@ -656,9 +691,10 @@ async def test_mail_lifespan_runs_the_bridge_only_when_mail_is_configured(tmp_pa
 
     off = mail_settings(tmp_path, relay.port)
     async with open_runtime(off) as rt, mail_lifespan(rt) as bridge:
-        assert bridge is None and "email" not in rt.orchestrator.responders
+        assert bridge is None and rt.orchestrator.surfaces.responder("email") is None
     on = mail_settings(tmp_path, relay.port, smtp_enabled=True)
-    async with open_runtime(on) as rt, mail_lifespan(rt) as bridge, rt.orchestrator.running(workers=1):
-        assert rt.orchestrator.responders["email"] is bridge.responder
-        await send(bridge, email())
-        await relay.wait_for(1)
+    async with open_runtime(on) as rt, mail_lifespan(rt) as bridge:
+        assert rt.orchestrator.surfaces.responder("email") is None  # the bridge registers nothing itself
+        async with rt.orchestrator.delivering_to(Surfaces(email=bridge.responder)), rt.orchestrator.running(workers=1):
+            await send(bridge, email())
+            await relay.wait_for(1)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typer.testing import CliRunner
 
 from bot.cli import app
+from bot.outbox_policy import RetryPolicy
 from bot.store import AsyncStore, Store
 from mailbridge.outbox import Outbox, PermanentSendError, RelayConfig, TemporarySendError, build_reply
 from mailbridge.parse import parse_message
@@ -53,7 +54,7 @@ async def test_the_outbox_over_sqlite_retries_gives_up_and_keeps_one_item_per_ke
             raise answer
 
     try:
-        outbox = Outbox(StoreOutbox(store), RelayConfig(), send=send, clock=clock, base_delay_s=30)
+        outbox = Outbox(StoreOutbox(store), RelayConfig(), send=send, clock=clock, policy=RetryPolicy(base_s=30, jitter=0))
         item = await outbox.enqueue(reply(), session_id="email:s", tenant_id="T1", inbox_id="mail_1", key="reply:mail_1")
         again = await outbox.enqueue(reply(), session_id="email:s", tenant_id="T1", inbox_id="mail_1", key="reply:mail_1")
         assert again.id == item.id and item.id.isdigit()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bot.outbox_policy import RetryPolicy
 from mailbridge.outbox import (
     MemoryOutboxStore,
     Outbox,
@@ -174,7 +175,7 @@ async def test_relay_down_then_up_delivers_exactly_once():
     store = MemoryOutboxStore()
     reserved = _unused_port()
     port = reserved.getsockname()[1]
-    outbox = Outbox(store, RelayConfig(port=port, timeout_s=5), clock=clock, base_delay_s=30)
+    outbox = Outbox(store, RelayConfig(port=port, timeout_s=5), clock=clock, policy=RetryPolicy(base_s=30, jitter=0))
     item = await outbox.enqueue(_reply(), session_id="email:jane")
 
     # Relay down: the attempt fails and is scheduled 30 s later.
@@ -214,7 +215,8 @@ async def test_backoff_grows_and_gives_up():
         calls.append(raw)
         raise TemporarySendError("relay down")
 
-    outbox = Outbox(store, RelayConfig(), send=always_down, clock=clock, base_delay_s=10, max_delay_s=60, max_attempts=5)
+    policy = RetryPolicy(max_attempts=5, base_s=10, max_delay_s=60, jitter=0)
+    outbox = Outbox(store, RelayConfig(), send=always_down, clock=clock, policy=policy)
     item = await outbox.enqueue(_reply())
     delays = []
     for _ in range(5):

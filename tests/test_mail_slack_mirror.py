@@ -25,7 +25,7 @@ from tests.test_slack_app import (  # noqa: F401 - `emu` is a fixture
     rules, section_texts,
 )
 
-MAIL_OPTIONS = MailOptions(outbox_base_delay_s=0.05, outbox_max_delay_s=0.2, outbox_poll_s=0.05)
+MAIL_OPTIONS = MailOptions(outbox_poll_s=0.05)
 
 
 @pytest.fixture
@@ -36,6 +36,7 @@ def settings(tmp_path, emu, relay):
         home=tmp_path / "home", kb_dir=tmp_path / "no-kb", tenants_file=tenants,
         slack_bot_token=emu.team.bot_token, slack_app_token=emu.team.app_token, slack_api_url=emu.api_url,
         smtp_enabled=True, smtp_port=0, relay_port=relay.port, mail_tenant=ACME,
+        outbox_backoff_base_s=0.05, outbox_backoff_max_s=0.2,
     )
 
 
@@ -301,3 +302,25 @@ async def test_automatic_mail_opens_no_thread_but_shows_in_an_existing_one(emu, 
 
     assert len(roots) == 1 and "Where is my lamp?" in roots[0].params["text"]
     assert "auto_submitted" in str(shown["blocks"]) and len(relay.messages) == 1
+
+
+async def test_with_mail_off_a_teammates_reply_in_a_mirror_thread_is_not_emailed_and_they_are_told(
+        emu, settings, relay):
+    from bot.slack.app import serve
+
+    async with deskhand(settings) as (rt, bridge, _):
+        await send(bridge, email("Where is order A-1042?"))
+        await relay.wait_for(1)
+        root = await thread_root(emu)
+        session = await rt.store.mirror_session(ACME, SUPPORT, root["ts"])
+
+    # The next start runs Slack alone: the mirror thread is still there, email is not.
+    slack_only = settings.model_copy(update={"smtp_enabled": False})
+    async with open_runtime(slack_only, planner=rules()) as rt, serve(rt, options=FAST):
+        reply = emu.thread_reply(ACME, DAVE, SUPPORT, root["ts"], "Hi Ada, it ships today.")
+        await emu.wait_for_ack(await emu.push_event(ACME, reply))
+        told = await ephemeral_to(emu, DAVE, "Email is not connected")
+        status = (await rt.store.session_get(session))["status"]
+
+    assert told and status != HANDED_OFF  # nothing taken over, nothing queued
+    assert len(relay.messages) == 1

@@ -23,6 +23,7 @@ from bot.runtime import open_runtime
 from bot.shadow import is_shadow
 from bot.slack.app import SlackCredentials
 from bot.store import Store
+from bot.surfaces import Surfaces
 from deskhand_process import DESKHAND, deskhand_run, run_env
 from test_mail_bridge import Relay, email, eventually, send
 from test_orchestrator import ScriptedPlanner
@@ -129,9 +130,10 @@ async def test_a_decision_on_a_refund_proposed_live_is_not_told_on_a_surface_now
     shadow = load_settings(home=tmp_path / "home", kb_dir=tmp_path / "no-kb",
                            tenants_file=tenants_with(tmp_path, "shadow_channels: [cli]", "shadow.yml"))
     async with open_runtime(shadow) as rt:
-        cli = rt.orchestrator.responders["cli"] = Collect()
-        decision = await rt.decide(proposed.pending_action_id, "U0BOB0001", approve=True)
-        refunds = rt.shop.count("refunds")
+        cli = Collect()
+        async with rt.orchestrator.delivering_to(Surfaces(cli=cli)):
+            decision = await rt.decide(proposed.pending_action_id, "U0BOB0001", approve=True)
+            refunds = rt.shop.count("refunds")
 
     assert proposed.state == "AWAITING_APPROVAL" and not proposed.shadow
     # The teammate's decision is theirs and runs; nothing reaches the customer's shadow surface.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bot.config import TenantPolicy
 from bot.slack import blocks as bk
-from bot.slack.ids import session_id
+from bot.slack_ids import session_id
 from bot.store import Store
 from bot.timers import Timers
 from deskhand_process import run_env, start_run, stop_run

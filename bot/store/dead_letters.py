@@ -1,8 +1,15 @@
-"""The store's dead-letter table: messages whose turn was started too often without finishing
-(bot/dead_letters.py decides when; `deskhand dlq` lets an operator retry or drop them).
+"""The store's dead ends, which `deskhand dlq` lists, retries and drops:
 
-A mixin of `Store` (bot/store.py): it uses the store's connection (`self.db`) and `_row`. A row is `dead` when parked, `retried` once put back in the inbox, `dropped` when an
-operator gave up on it; rows are never deleted, so the audit trail stays whole.
+- the dead-letter table: messages whose turn was started too often without finishing
+  (bot/dead_letters.py decides when). A row is `dead` when parked, `retried` once put back in
+  the inbox, `dropped` when an operator gave up on it;
+- outbox rows given up (every channel's deliveries, after the last attempt the outbox's
+  policy allows, bot/outbox_policy.py): the row itself is parked, status `failed`, and is
+  named `outbox:<id>` to the DLQ. A retry puts it back `pending`, attempts reset; a drop
+  makes it `dropped`.
+
+A mixin of `Store` (bot/store.py): it uses the store's connection (`self.db`) and `_row`.
+Rows are never deleted, and each decision is in the audit log, so the trail stays whole.
 """
 
 from __future__ import annotations
@@ -11,11 +18,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bot.slack.ids import placeholder_key
-from bot.store.rows import dumps, now_iso
+from bot.slack_ids import placeholder_key
+from bot.store.rows import dumps, loads, now_iso
 
 DEAD, RETRIED, DROPPED = "dead", "retried", "dropped"
 SYSTEM_ACTOR = "deskhand"
+OUTBOX_PREFIX = "outbox:"  # how the DLQ names an outbox row: outbox:<row id>
+# An outbox row's status as a dead letter: `failed` is parked, `dropped` given up for good.
+OUTBOX_DEAD_STATUS = {"failed": DEAD, "dropped": DROPPED}
+
+
+def outbox_ref(outbox_id: int) -> str:
+    return f"{OUTBOX_PREFIX}{outbox_id}"
+
+
+def outbox_id_of(ref: str) -> int | None:
+    """The outbox row id in a DLQ name `outbox:<id>`; None for anything else (an inbox id)."""
+    number = ref.removeprefix(OUTBOX_PREFIX)
+    return int(number) if ref.startswith(OUTBOX_PREFIX) and number.isdigit() else None
 
 
 class DeadLetterTables:
@@ -116,5 +136,61 @@ class DeadLetterTables:
             self._dead_letter_audit(row["tenant_id"], actor, "dlq_drop", inbox_id, {"reason": reason} if reason else {})
         return DEAD
 
+    # -- outbox rows given up ---------------------------------------------------------------
+    def outbox_give_up(self, outbox_id: int, error: str) -> None:
+        """Count the last failed attempt of an outbox row and park it (`failed`), audited."""
+        with self._dead_letter_transaction():
+            self.db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = NULL,"
+                            " status = 'failed', lease_until = NULL, leased_by = NULL WHERE id = ?", [error, outbox_id])
+            row = self._row("SELECT tenant_id, channel, attempts FROM outbox WHERE id = ?", [outbox_id])
+            if row is not None:
+                self._dead_letter_audit(row["tenant_id"] or "", SYSTEM_ACTOR, "outbox_dead_letter",
+                                        outbox_ref(outbox_id),
+                                        {"channel": row["channel"], "attempts": row["attempts"], "error": error})
 
-__all__ = ["DeadLetterTables", "DEAD", "RETRIED", "DROPPED"]
+    def outbox_dead_letters(self, status: str | None = DEAD, tenant_id: str | None = None) -> list[dict]:
+        """Outbox rows given up (`dead`) or dropped, as dead letters: `status` is the DLQ's."""
+        wanted = [s for s, dead in OUTBOX_DEAD_STATUS.items() if status is None or dead == status]
+        if not wanted:
+            return []
+        where, params = [f"status IN ({','.join('?' * len(wanted))})"], list(wanted)
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            params.append(tenant_id)
+        rows = self.db["outbox"].rows_where(" AND ".join(where), params, order_by="id")
+        return [_outbox_dead_letter(r) for r in rows]
+
+    def outbox_dead_letter_get(self, outbox_id: int) -> dict | None:
+        row = self._row("SELECT * FROM outbox WHERE id = ?", [outbox_id])
+        return _outbox_dead_letter(row) if row is not None else None
+
+    def outbox_dead_letter_retry(self, outbox_id: int, actor: str) -> str | None:
+        """Put a given-up outbox row back in the queue, due now, its attempts reset: the
+        running sender tries it at its next look. Returns the status it had as a dead letter
+        (None: no such row; `pending` or `sent` for a row that is not one); only `dead` is retried."""
+        return self._outbox_decide(outbox_id, actor, "dlq_retry", {},
+                                   "status = 'pending', attempts = 0, next_attempt_at = ?", [now_iso()])
+
+    def outbox_dead_letter_drop(self, outbox_id: int, actor: str, reason: str = "") -> str | None:
+        """Give up an outbox row for good (`dropped`, kept for the audit trail). Returns the
+        status it had, as `outbox_dead_letter_retry` does; only `dead` is dropped."""
+        return self._outbox_decide(outbox_id, actor, "dlq_drop", {"reason": reason} if reason else {},
+                                   "status = 'dropped'", [])
+
+    def _outbox_decide(self, outbox_id: int, actor: str, action: str, data: dict, assignments: str,
+                       params: list) -> str | None:
+        with self._dead_letter_transaction():
+            row = self._row("SELECT status, tenant_id FROM outbox WHERE id = ?", [outbox_id])
+            if row is None or row["status"] != "failed":
+                return OUTBOX_DEAD_STATUS.get(row["status"], row["status"]) if row else None
+            self.db.execute(f"UPDATE outbox SET {assignments} WHERE id = ?", [*params, outbox_id])
+            self._dead_letter_audit(row["tenant_id"] or "", actor, action, outbox_ref(outbox_id), data)
+        return DEAD
+
+
+def _outbox_dead_letter(row: dict) -> dict:
+    return {**row, "ref": outbox_ref(row["id"]), "payload": loads(row["payload"], {}),
+            "dead_status": OUTBOX_DEAD_STATUS.get(row["status"], row["status"])}
+
+
+__all__ = ["DeadLetterTables", "DEAD", "RETRIED", "DROPPED", "outbox_ref", "outbox_id_of"]

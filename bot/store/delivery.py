@@ -13,7 +13,7 @@ from bot.store.rows import loads, now_iso
 
 
 class DeliveryTables:
-    db: Any  # Store's connection; `_row` is Store's too
+    db: Any  # Store's connection; `_row` and `outbox_give_up` (bot/store/dead_letters.py) are Store's too
 
     # -- email threads -------------------------------------------------------------------
     def email_thread_lookup(self, keys: list[str], tenant_id: str) -> dict[str, str]:
@@ -75,8 +75,9 @@ class DeliveryTables:
         return row[0] if row else None
 
     # -- outbox ------------------------------------------------------------------------
-    # Statuses: `pending` (due at next_attempt_at), `sent`, and `failed` (given up: shown to
-    # an operator until `outbox_requeue` puts it back).
+    # Statuses: `pending` (due at next_attempt_at), `sent`, `failed` (given up after the last
+    # attempt bot/outbox_policy.py allows: a dead letter, in `deskhand dlq list`, until a retry
+    # puts it back) and `dropped` (an operator gave up on it; bot/store/dead_letters.py).
     def outbox_add(
         self, tenant_id: str, channel: str, session_id: str, inbox_id: str, payload: dict,
         *, key: str | None = None, due_at: str | None = None,
@@ -121,17 +122,18 @@ class DeliveryTables:
                 for r in self.db["outbox"].rows_where(sql, params, order_by="id", limit=limit)]
 
     def outbox_mark_sent(self, outbox_id: int, sent_at: str | None = None) -> None:
-        self.db["outbox"].update(outbox_id, {"status": "sent", "sent_at": sent_at or now_iso()})
+        self.db.execute("UPDATE outbox SET status = 'sent', sent_at = ?, lease_until = NULL, leased_by = NULL"
+                        " WHERE id = ?", [sent_at or now_iso(), outbox_id])
 
     def outbox_mark_failed(self, outbox_id: int, error: str, next_attempt_at: str | None) -> None:
-        """Count a failed attempt. `next_attempt_at=None` gives up: status `failed`."""
+        """Count a failed attempt. `next_attempt_at=None` gives up: status `failed`, a dead
+        letter (`Store.outbox_give_up`, which audits it)."""
         if next_attempt_at is None:
-            self.db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = NULL,"
-                " status = 'failed' WHERE id = ?", [error, outbox_id])
+            self.outbox_give_up(outbox_id, error)
             return
         self.db.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, lease_until = NULL,"
+            " leased_by = NULL WHERE id = ?",
             [error, next_attempt_at, outbox_id],
         )
 
@@ -142,9 +144,10 @@ class DeliveryTables:
             [now_iso(), channel]).rowcount
 
     def outbox_requeue(self, outbox_id: int) -> bool:
-        """Put a failed (or pending) item back in the queue, due now. False if it was sent."""
+        """Put a failed (or pending) item back in the queue, due now, with every attempt the
+        policy allows ahead of it again. False if it was sent or dropped."""
         return self.db.execute(
-            "UPDATE outbox SET status = 'pending', next_attempt_at = ? WHERE id = ?"
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE id = ?"
             " AND status IN ('pending', 'failed')", [now_iso(), outbox_id]).rowcount == 1
 
     def outbox_rows(self, status: str | None = None, channel: str | None = None) -> list[dict]:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.feedback import DOWNVOTED_INBOX_IDS
 from bot.redact import mask_sensitive
 from bot.store.rows import dumps, loads
+
+# Inbox ids of answers someone marked 👎 and did not change to 👍 since (latest vote per person).
+DOWNVOTED_INBOX_IDS = (
+    "SELECT f.inbox_id FROM feedback f WHERE f.value = 'down' AND f.id ="
+    " (SELECT max(g.id) FROM feedback g WHERE g.inbox_id = f.inbox_id AND g.user_id = f.user_id)")
 
 
 class FeedbackTables:
