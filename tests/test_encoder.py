@@ -74,9 +74,9 @@ def test_protocol_and_token_counting(minilm):
 
 
 def test_get_encoder_loads_once_per_process(minilm):
-    settings = Settings()
+    settings = Settings(kb_encoder_runtime="numpy")
     assert get_encoder(settings) is minilm
-    assert get_encoder(Settings(kb_encoder="minilm")) is minilm
+    assert get_encoder(Settings(kb_encoder="minilm", kb_encoder_runtime="numpy")) is minilm
 
 
 def test_folder_encoder_reads_pooling_from_config(tmp_path, minilm):
@@ -88,7 +88,7 @@ def test_folder_encoder_reads_pooling_from_config(tmp_path, minilm):
     cfg.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
     pooling.write_text(json.dumps(cfg))
 
-    enc = get_encoder(Settings(kb_encoder="folder", kb_encoder_path=folder))
+    enc = get_encoder(Settings(kb_encoder="folder", kb_encoder_path=folder, kb_encoder_runtime="numpy"))
 
     assert isinstance(enc, BertEncoder) and enc.pooling == "cls" and enc.name.startswith("folder:cls-model-")
     text = ["Where is my parcel?"]
@@ -144,3 +144,12 @@ def test_openai_compatible_endpoint(minilm):
         enc.close()
         server.shutdown()
         server.server_close()
+
+
+def test_the_openai_encoder_uses_the_configured_embedding_model(monkeypatch):
+    # A local OpenAI-compatible server serves its own embedding models.
+    monkeypatch.setenv("DESKHAND_KB_EMBEDDING_MODEL", "nomic-embed-text")
+    settings = Settings(kb_encoder="openai", openai_base_url="http://127.0.0.1:9/v1")
+    assert get_encoder(settings).name == "openai:nomic-embed-text"
+    assert get_encoder(Settings(kb_encoder="openai", openai_base_url="http://127.0.0.1:9/v1",
+                                kb_embedding_model="")).name == "openai:text-embedding-3-small"
