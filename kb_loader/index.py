@@ -10,8 +10,13 @@ Chroma query as the fallback.)
 
 Vectors are always computed by Deskhand's encoder and passed in. No Chroma embedding function
 is ever attached (`embedding_function=None`), so Chroma never loads or downloads its default
-model. Chroma holds the source of truth (text, metadata, vectors); the BM25 index is rebuilt
-from it after every change, so the two cannot drift apart.
+model. Chroma holds the source of truth (text, metadata, vectors). After a reload the BM25
+index is updated from the chunks that reload added and deleted (kb_loader/lexical.py says
+what that saves); whenever the saved index does not hold exactly the chunks Chroma held before
+the change, it is rebuilt from Chroma instead, so the two cannot drift apart.
+
+Writes go to Chroma in batches of its own maximum (`client.get_max_batch_size()`, 5,461 rows
+here), not one call per article.
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ import numpy as np
 
 from kb_loader.chunker import Chunk, Passage, index_text
 from kb_loader.freshness import safe_name
-from kb_loader.lexical import LexicalIndex
+from kb_loader.lexical import Corpus, LexicalIndex
 from kb_loader.loaders import ALL_CHANNELS
 
 RRF_K = 60
 #: Pseudo-channel for a caller whose channel is not a Deskhand channel: it sees only chunks
 #: that every channel may see.
 PUBLIC = "all"
-_PAGE = 2000  # rows per Chroma get/add call, below its max batch size
+_PAGE = 2000  # rows per Chroma get call
 LAYOUT = 3  # bump when the collection's entry layout changes: old collections are rebuilt
 
 
@@ -173,8 +178,14 @@ class TenantIndex:
                 found.setdefault(chunk_id, {})[n] = np.asarray(vec, dtype=np.float32)
         return {c: np.vstack([v[k] for k in sorted(v)]) for c, v in found.items()}
 
+    def write_batch(self) -> int:
+        """Rows per Chroma upsert: the most the client takes in one call."""
+        return max(1, int(self.client.get_max_batch_size()))
+
     def add(self, chunks: Sequence[Chunk], hashes: Sequence[str], passage_vectors: Sequence[np.ndarray]) -> None:
-        """Upsert chunks with their passage vectors (one (n_passages, dim) array per chunk)."""
+        """Upsert chunks with their passage vectors (one (n_passages, dim) array per chunk),
+        in batches of `write_batch()` rows."""
+        batch = self.write_batch()
         ids: list[str] = []
         docs: list[str] = []
         metas: list[dict[str, Any]] = []
@@ -182,9 +193,9 @@ class TenantIndex:
 
         def flush() -> None:
             if ids:
-                self.collection.upsert(ids=list(ids), documents=list(docs), metadatas=list(metas),
-                                       embeddings=np.vstack(vecs))
-                ids.clear(), docs.clear(), metas.clear(), vecs.clear()
+                self.collection.upsert(ids=ids[:batch], documents=docs[:batch], metadatas=metas[:batch],
+                                       embeddings=np.vstack(vecs[:batch]))
+                del ids[:batch], docs[:batch], metas[:batch], vecs[:batch]
 
         for chunk, h, pv in zip(chunks, hashes, passage_vectors):
             flags = _channel_flags(chunk.allowed_channels)
@@ -197,9 +208,10 @@ class TenantIndex:
                     docs.append(text)
                     metas.append({"n": n, "chunk_id": chunk.id, "doc_id": chunk.doc_id, **flags})
                 vecs.append(pv[n][None, :])
-            if len(ids) >= _PAGE:
+            if len(ids) >= batch:
                 flush()
-        flush()
+        while ids:
+            flush()
 
     def delete(self, chunk_ids: Sequence[str]) -> None:
         """Delete chunks, all their passages included."""
@@ -240,9 +252,25 @@ class TenantIndex:
         self.set_lexical(fresh)
         return fresh
 
+    def update_lexical(self, before: set[str], added: Sequence[Chunk], removed: Sequence[str]) -> LexicalIndex:
+        """Bring the BM25 index in line after Chroma gained `added` and lost `removed`,
+        tokenizing only the added chunks. `before` is the chunk ids Chroma held before: a
+        saved index (or token corpus) that does not hold exactly those is rebuilt instead."""
+        if before:
+            base = LexicalIndex.load(self.lexical_dir, with_corpus=True)
+        else:  # the first load: nothing to read back
+            base = LexicalIndex(corpus=Corpus())
+        if base is None or base.corpus is None or len(base.corpus) != len(base) or set(base.ids) != before:
+            return self.rebuild_lexical()
+        fresh = base.updated(set(removed), [c.id for c in added], [c.index_text for c in added],
+                             [c.doc_id for c in added], [c.allowed_channels for c in added])
+        self.set_lexical(fresh)
+        return fresh
+
     def set_lexical(self, lexical: LexicalIndex) -> None:
+        """Save `lexical` (with its token corpus) and search it from now on (without)."""
         lexical.save(self.lexical_dir)
-        self._lexical, self._stamp = lexical, self._lexical_stamp()
+        self._lexical, self._stamp = lexical.searchable(), self._lexical_stamp()
 
     # --- search -------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """`KnowledgeBase`: the one object the bot, the CLI and the scheduler use.
 
 Its methods are synchronous (the bot calls them through `asyncio.to_thread`). Searches may run
-concurrently; reloads run one at a time in a process (each uses every core it can get), and
-each records its start, end and error (kb_loader/runs.py).
+concurrently, each encoding its query on its own thread; reloads run one at a time in a process,
+embed through `BulkEmbedder` on every core (kb_loader/bulk.py), and each records its start,
+end and error (kb_loader/runs.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import structlog
 
 from bot.contracts import Channel
 from kb_loader import retrieval
+from kb_loader.bulk import BulkEmbedder, usable_cores
 from kb_loader.chunker import Chunk, chunk_document
 from kb_loader.encoder import Encoder, get_encoder
 from kb_loader.freshness import FreshnessRecord, read_record, write_record
@@ -33,9 +35,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("kb_loader")
 
-#: progress(stage, done, total); stages are "load", "chunk", "embed" and "index".
+#: progress(stage, done, total); stages are "load", "chunk", "embed" (counted in passages)
+#: and "index".
 Progress = Callable[[str, int, int], None]
-EMBED_SLICE = 32
 CHANNELS = frozenset(c.value for c in Channel)
 
 
@@ -57,11 +59,15 @@ def _channel(channel: Channel | str | None) -> str | None:
 
 class KnowledgeBase:
     def __init__(self, settings: Settings, *, encoder: Encoder | None = None,
-                 client: chromadb.ClientAPI | None = None):
+                 client: chromadb.ClientAPI | None = None, bulk_workers: int | None = None):
+        """`bulk_workers`: threads a reload embeds on (None: one per core, divided by the BLAS
+        threads each one uses; 1: on the calling thread)."""
         self.settings = settings
+        self.bulk_workers = bulk_workers if bulk_workers is not None else self._default_bulk_workers(settings)
         self.home = Path(settings.home)
         self._encoder = encoder
         self._client = client
+        self._owns_client = client is None  # one passed in is the caller's to close
         self._indexes: dict[str, TenantIndex] = {}
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
@@ -70,6 +76,12 @@ class KnowledgeBase:
     @classmethod
     def from_settings(cls, settings: Settings) -> KnowledgeBase:
         return cls(settings)
+
+    @staticmethod
+    def _default_bulk_workers(settings: Settings) -> int:
+        blas = int(settings.kb_blas_threads)
+        # 0 leaves numpy's BLAS its own thread count (every core): it parallelises itself.
+        return 1 if blas <= 0 else max(1, usable_cores() // blas)
 
     # --- resources ----------------------------------------------------------------------
 
@@ -88,6 +100,15 @@ class KnowledgeBase:
                 if self._client is None:
                     self._client = open_chroma(self.home / "chroma")
         return self._client
+
+    def close(self) -> None:
+        """Release the Chroma store (its SQLite file and vector segments). Used again after
+        this, the knowledge base opens it again."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._indexes.clear()
+        if client is not None and self._owns_client:
+            client.close()
 
     def index(self, tenant_id: str) -> TenantIndex:
         with self._lock:
@@ -213,7 +234,7 @@ class KnowledgeBase:
         hashes = [embed_hash(c, encoder.name) for c in to_add]
 
         # A chunk whose passages are unchanged (only e.g. its url or date moved) keeps its
-        # vectors; everything else new is embedded, longest passages batched together.
+        # vectors; everything else new is embedded in bulk (kb_loader/bulk.py).
         by_hash = {m.get("embed_hash"): i for i, m in old.items()}
         reuse = {c.id: by_hash[h] for c, h in zip(to_add, hashes) if h in by_hash}
         vectors: dict[str, np.ndarray] = {}
@@ -221,24 +242,23 @@ class KnowledgeBase:
             previous = idx.passage_vectors(sorted(set(reuse.values())))
             vectors = {new_id: previous[old_id] for new_id, old_id in reuse.items() if old_id in previous}
         to_embed = [c for c in to_add if c.id not in vectors]
-        to_embed.sort(key=lambda c: c.tokens)
-        progress("embed", 0, len(to_embed))
-        for s in range(0, len(to_embed), EMBED_SLICE):
-            part = to_embed[s : s + EMBED_SLICE]
-            texts = [t for c in part for t in c.passage_texts()]
-            encoded = encoder.encode(texts)
-            at = 0
-            for c in part:
-                vectors[c.id] = encoded[at : at + len(c.passages)]
-                at += len(c.passages)
-            progress("embed", min(s + EMBED_SLICE, len(to_embed)), len(to_embed))
+        texts = [t for c in to_embed for t in c.passage_texts()]
+        progress("embed", 0, len(texts))
+        encoded = BulkEmbedder(encoder, self.bulk_workers).embed(
+            texts, lambda done, total: progress("embed", done, total))
+        at = 0
+        for c in to_embed:
+            vectors[c.id] = encoded[at : at + len(c.passages)]
+            at += len(c.passages)
 
         progress("index", 0, 1)
         if to_add:
             idx.add(to_add, hashes, [vectors[c.id] for c in to_add])
         if to_delete:
             idx.delete(to_delete)
-        if to_add or to_delete or len(idx.lexical) != idx.count():
+        if to_add or to_delete:
+            idx.update_lexical(set(old), to_add, to_delete)
+        elif len(idx.lexical) != idx.count():
             idx.rebuild_lexical()
         progress("index", 1, 1)
 
