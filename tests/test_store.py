@@ -27,7 +27,7 @@ EXPECTED = {
     "idempotency": {"key": str, "tenant_id": str, "tool": str, "result": str, "ts": str},
     "outbox": {"id": int, "tenant_id": str, "channel": str, "session_id": str, "inbox_id": str,
                "payload": str, "status": str, "attempts": int, "next_attempt_at": str, "last_error": str,
-               "created_at": str, "sent_at": str},
+               "created_at": str, "sent_at": str, "lease_until": str, "leased_by": str},
     "feedback": {"id": int, "tenant_id": str, "session_id": str, "inbox_id": str, "user_id": str,
                  "value": str, "ts": str, "reasons": str, "comment": str},
     "email_threads": {"key": str, "session_id": str, "tenant_id": str, "ts": str},
@@ -38,6 +38,7 @@ EXPECTED = {
     "shadow_runs": {"inbox_id": str, "tenant_id": str, "session_id": str, "channel": str,
                     "correlation_id": str, "ts": str, "text": str, "intent": str, "plan": str,
                     "actions": str, "reads": str, "reply": str, "state": str, "error": str},
+    "usergroup_members": {"tenant_id": str, "usergroup": str, "members": str, "fetched_at": str},
     "_migrations": {"name": str, "applied_at": str},
 }
 
@@ -72,6 +73,15 @@ def test_pending_decision_has_one_winner(tmp_path):
     assert store.pending_decide(action.id, "approved", "U2")
     assert not store.pending_decide(action.id, "rejected", "U3")
     assert store.pending_get(action.id).decided_by == "U2"
+
+
+def test_a_user_group_keeps_the_members_slack_returned_last(tmp_path):
+    store = Store(tmp_path / "d.db")
+    assert store.usergroup_members("T", "S1") is None  # never asked: unknown, not empty
+    store.usergroup_members_save("T", "S1", ["U2", "U1"])
+    store.usergroup_members_save("T", "S1", ["U3"])
+    store.usergroup_members_save("T2", "S1", [])
+    assert store.usergroup_members("T", "S1") == {"U3"} and store.usergroup_members("T2", "S1") == set()
 
 
 def test_async_store_declares_every_store_method():

@@ -95,6 +95,7 @@ class AsyncStore:
     pending_metadata = _on_store_thread(Store.pending_metadata)
     pending_update_metadata = _on_store_thread(Store.pending_update_metadata)
     pending_decide = _on_store_thread(Store.pending_decide)
+    pending_reopen = _on_store_thread(Store.pending_reopen)
     pending_set_result = _on_store_thread(Store.pending_set_result)
 
     # -- Audit, traces, feedback and activity
@@ -130,11 +131,20 @@ class AsyncStore:
     dead_letter_count = _on_store_thread(Store.dead_letter_count)
     dead_letter_retry = _on_store_thread(Store.dead_letter_retry)
     dead_letter_drop = _on_store_thread(Store.dead_letter_drop)
+    outbox_give_up = _on_store_thread(Store.outbox_give_up)
+    outbox_dead_letters = _on_store_thread(Store.outbox_dead_letters)
+    outbox_dead_letter_get = _on_store_thread(Store.outbox_dead_letter_get)
+    outbox_dead_letter_retry = _on_store_thread(Store.outbox_dead_letter_retry)
+    outbox_dead_letter_drop = _on_store_thread(Store.outbox_dead_letter_drop)
     shadow_record = _on_store_thread(Store.shadow_record)
     shadow_runs = _on_store_thread(Store.shadow_runs)
     feedback_add_reasons = _on_store_thread(Store.feedback_add_reasons)
     feedback_get = _on_store_thread(Store.feedback_get)
     replayable_turns = _on_store_thread(Store.replayable_turns)
+
+    # -- Approver user groups, as Slack last returned them (bot/hands/gate.py)
+    usergroup_members_save = _on_store_thread(Store.usergroup_members_save)
+    usergroup_members = _on_store_thread(Store.usergroup_members)
 
     def _serve(self) -> None:
         while True:

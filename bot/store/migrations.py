@@ -171,6 +171,27 @@ def m007_feedback_reasons(db: sqlite_utils.Database) -> None:
     db["feedback"].create_index(["tenant_id", "ts"])
 
 
+@migration
+def m008_usergroup_members(db: sqlite_utils.Database) -> None:
+    # The members Slack last returned for each tenant's approver user group (bot/hands/gate.py),
+    # so `deskhand approve`, which has no Slack connection, knows them too. `members` is a
+    # JSON list of user IDs; `fetched_at` is when Slack said so.
+    db["usergroup_members"].create(
+        {"tenant_id": str, "usergroup": str, "members": str, "fetched_at": str}, pk=("tenant_id", "usergroup")
+    )
+
+
+@migration
+def m009_outbox_leases(db: sqlite_utils.Database) -> None:
+    # A claim on an outbox row while one sender delivers it: `leased_by` names the sender and
+    # `lease_until` is when the claim lapses (a sender that died lets go by itself). Several
+    # processes share one PostgreSQL database and claim rows there (bot/store/pg_delivery.py);
+    # SQLite has a single writer and never sets a lease, but keeps the same columns so both
+    # schemas match and `deskhand store copy` moves the table as it is.
+    db["outbox"].add_column("lease_until", str)
+    db["outbox"].add_column("leased_by", str)
+
+
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply every migration not yet recorded. Returns the names applied now."""
     table = db["_migrations"]

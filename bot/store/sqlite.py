@@ -2,8 +2,9 @@
 
 What leaves Deskhand (the outbox, email threads, the Slack mirror of email) is written by
 `DeliveryTables` (delivery.py), poison messages by `DeadLetterTables` (dead_letters.py),
-shadow turns by `ShadowTables` (shadow.py) and a 👎's reasons by `FeedbackTables`
-(feedback.py); `Store` inherits them all. `Store` is synchronous and owns one connection;
+shadow turns by `ShadowTables` (shadow.py), a 👎's reasons by `FeedbackTables`
+(feedback.py) and the approver groups Slack last returned by `MembershipTables`
+(memberships.py); `Store` inherits them all. `Store` is synchronous and owns one connection;
 async code reaches it through `AsyncStore` (async_store.py), on one thread.
 
 This module is over 400 lines because it is the one class the core tables' SQL goes through
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from bot.store.migrations import apply_migrations
 from bot.store.dead_letters import DeadLetterTables
 from bot.store.delivery import DeliveryTables
 from bot.store.feedback import FeedbackTables
+from bot.store.memberships import MembershipTables
 from bot.store.shadow import ShadowTables
 from bot.store.rows import dumps, loads, now_iso
 
@@ -35,21 +38,26 @@ RECEIVED, PROCESSING, ANSWERED, DELIVERED, FAILED, SKIPPED = (
     "received", "processing", "answered", "delivered", "failed", "skipped",
 )
 UNFINISHED = (RECEIVED, PROCESSING, ANSWERED)
+INTAKE = "INTAKE"  # the span of a message's arrival, written with its inbox row
 
 
-class Store(DeliveryTables, DeadLetterTables, ShadowTables, FeedbackTables):
+class Store(DeliveryTables, DeadLetterTables, ShadowTables, FeedbackTables, MembershipTables):
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose
-        # the last transactions), which is the failure we design for.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        apply_migrations(self.db)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose
+            # the last transactions), which is the failure we design for.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            apply_migrations(self.db)
+        except BaseException:  # not a database, or a migration failed: nobody else will close it
+            conn.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -63,19 +71,27 @@ class Store(DeliveryTables, DeadLetterTables, ShadowTables, FeedbackTables):
 
         `status=SKIPPED` (with an `outcome` saying why) stores a message that must never get
         a turn, such as a bounce, in the same single write: no crash can leave it `received`.
+        A fresh message also gets its intake span (`deskhand trace`): from when it was received
+        until it was stored.
         """
+        stored = now_iso()
         cur = self.db.execute(
             "INSERT OR IGNORE INTO inbox (id, tenant_id, channel, session_id, user_id, envelope,"
-            " status, attempts, received_at, updated_at, flags, raw_path, outcome)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+            " status, attempts, received_at, updated_at, flags, raw_path, outcome, correlation_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
             [
                 envelope.id, envelope.tenant_id, envelope.channel.value, envelope.session_id,
                 envelope.user_id, envelope.model_dump_json(), status,
-                envelope.received_at.isoformat(), now_iso(), json.dumps(flags or []), raw_path,
-                json.dumps(outcome, default=str) if outcome is not None else None,
+                envelope.received_at.isoformat(), stored, json.dumps(flags or []), raw_path,
+                json.dumps(outcome, default=str) if outcome is not None else None, envelope.correlation_id,
             ],
         )
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        stored_ms = (datetime.fromisoformat(stored) - envelope.received_at).total_seconds() * 1000
+        self.trace_many([(envelope.correlation_id, envelope.tenant_id, INTAKE, max(stored_ms, 0.0),
+                          envelope.intake(), envelope.received_at.isoformat())])
+        return True
 
     def _row(self, sql: str, params: list[Any]) -> dict | None:
         # Plain SQL on the per-turn paths: sqlite-utils' table helpers introspect the schema
@@ -308,6 +324,13 @@ class Store(DeliveryTables, DeadLetterTables, ShadowTables, FeedbackTables):
         )
         return cur.rowcount == 1
 
+    def pending_reopen(self, action_id: str) -> bool:
+        """An approved action whose execution failed goes back to `pending`, so it can be
+        approved again (its idempotency key keeps the write once) or rejected."""
+        cur = self.db.execute("UPDATE pending_actions SET status = 'pending', decided_by = NULL, decided_at = NULL"
+                              " WHERE id = ? AND status = 'approved'", [action_id])
+        return cur.rowcount == 1
+
     def pending_set_result(self, action_id: str, result: dict) -> None:
         self.db.execute("UPDATE pending_actions SET result = ? WHERE id = ?", [dumps(result), action_id])
 
@@ -343,14 +366,18 @@ class Store(DeliveryTables, DeadLetterTables, ShadowTables, FeedbackTables):
         )
 
     def trace_many(self, spans: list[tuple]) -> None:
-        """Write a turn's spans in one transaction: (correlation_id, tenant, span, ms, data)."""
+        """Write a turn's spans in one transaction: (correlation_id, tenant, span, ms, data,
+        started_at). `ts` is when the span started (ISO, UTC); a span without `started_at`
+        gets the time it is written."""
         with self.db.conn:
             self.db.conn.executemany(
                 "INSERT INTO traces (correlation_id, tenant_id, span, data, ts, duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                [(c, t, span, dumps(data or {}), now_iso(), ms) for c, t, span, ms, data in spans])
+                [(c, t, span, dumps(data or {}), started[0] if started else now_iso(), ms)
+                 for c, t, span, ms, data, *started in spans])
 
     def traces_for(self, correlation_id: str) -> list[dict]:
-        rows = self.db["traces"].rows_where("correlation_id = ?", [correlation_id], order_by="id")
+        """Every span of one correlation id (its intake, then its turns), in start order."""
+        rows = self.db["traces"].rows_where("correlation_id = ?", [correlation_id], order_by="ts, id")
         return [{**r, "data": loads(r["data"], {})} for r in rows]
 
     def add_feedback(self, tenant_id: str, session_id: str, inbox_id: str, user_id: str, value: str) -> int:
