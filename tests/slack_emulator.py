@@ -3,8 +3,12 @@
 One aiohttp server on 127.0.0.1 serves the Web API (``/api/<method>``), the Socket Mode
 WebSocket (``/link/?ticket=…``) and ``response_url`` webhooks (``/webhook/<id>``), so the real
 slack-sdk ``AsyncWebClient`` and slack-bolt ``AsyncSocketModeHandler`` talk to it as to Slack.
-The wire behaviour follows ``SLACK_PROTOCOL.md``; workspaces, Web API semantics and payloads
-live in ``slack_emulator_payloads.py``.
+A workspace switched to HTTP mode (``use_request_url``) gets its events, clicks and slash
+commands POSTed to the app's Request URL instead, signed with its signing secret as Slack
+signs them, with ``X-Slack-Retry-*`` headers on a redelivery; the app's answer (2xx within
+3 s) is the ack. The wire behaviour follows ``SLACK_PROTOCOL.md``; workspaces, Web API
+semantics and payloads live in ``slack_emulator_payloads.py``. This module is over 400 lines
+because every transport records into, and is waited on through, the same state.
 
     async with SlackEmulator() as emu:
         app = AsyncApp(client=AsyncWebClient(token=emu.team.bot_token, base_url=emu.api_url))
@@ -20,6 +24,8 @@ Synchronisation never sleeps: every recorded change wakes ``wait_for`` and its f
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import secrets
 import socket
@@ -27,15 +33,25 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlencode
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from slack_emulator_payloads import PayloadBuilders, SlackApiFailure, Workspace, event_callback, slack_id
 
-__all__ = ["Call", "SlackEmulator", "Workspace"]
+__all__ = ["Call", "Delivery", "SlackEmulator", "Workspace", "slack_signature"]
 
 SCOPES = ("app_mentions:read,channels:history,chat:write,commands,im:history,reactions:write,"
           "usergroups:read,users:read,users:read.email")  # auth.test's x-oauth-scopes header
+ACK_TIMEOUT_S = 3.0  # Slack stops waiting for a Request URL's answer after this, and retries
+USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
+
+
+def slack_signature(signing_secret: str, timestamp: str, body: str) -> str:
+    """``X-Slack-Signature``: ``v0=`` and the hex HMAC-SHA256 of ``v0:{timestamp}:{body}``."""
+    digest = hmac.new(signing_secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    return f"v0={digest}"
 
 
 @dataclass
@@ -48,6 +64,25 @@ class Call:
     status: int
     response: dict[str, Any]
     time: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Delivery:
+    """One POST to an app's Request URL (HTTP mode) and what the app answered."""
+
+    url: str
+    headers: dict[str, str]  # as sent: signature, timestamp, retry headers
+    body: str
+    status: int | None = None  # None: no answer within ACK_TIMEOUT_S, or no connection
+    response: str = ""
+    # Why Slack would retry it (its X-Slack-Retry-Reason): http_timeout, connection_failed,
+    # http_error (not 2xx); empty when acked.
+    failure: str = ""
+    time: float = 0.0  # time.monotonic() when answered (or given up)
+
+    @property
+    def acked(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
 
 @dataclass
@@ -76,6 +111,7 @@ class SlackEmulator(PayloadBuilders):
         self.acks: dict[str, dict[str, Any] | None] = {}  # envelope_id -> ack payload, None if empty
         self.ack_times: dict[str, float] = {}  # envelope_id -> time.monotonic() of its first ack
         self.webhooks: dict[str, list[dict[str, Any]]] = {}  # response_url id -> bodies POSTed
+        self.deliveries: dict[str, Delivery] = {}  # HTTP mode: delivery id -> the POST and its answer
         self.connections_opened = 0
         self.port = 0
         self._connections: list[_Connection] = []
@@ -86,6 +122,8 @@ class SlackEmulator(PayloadBuilders):
         self._hooks: dict[str, tuple[str, str | None, str | None]] = {}  # id -> team, channel, ts
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None  # HTTP mode: POSTs to Request URLs
+        self._sending: set[asyncio.Task] = set()
 
     # ---------------------------------------------------------------- life cycle
     async def start(self) -> SlackEmulator:
@@ -99,9 +137,16 @@ class SlackEmulator(PayloadBuilders):
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
+        self._http = aiohttp.ClientSession()
         return self
 
     async def stop(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         for conn in list(self._connections):
             await conn.ws.close(code=WSCloseCode.GOING_AWAY)
         if self._runner is not None:
@@ -335,26 +380,101 @@ class SlackEmulator(PayloadBuilders):
         return envelope_id
 
     async def push_event(self, team: str | Workspace, event: dict[str, Any], retry_attempt: int = 0,
-                         event_id: str | None = None, retry_reason: str | None = None) -> str:
-        """Deliver an Events API event; returns the envelope_id. A retry (``retry_attempt`` > 0,
-        reason ``timeout`` by default) should pass the first delivery's ``event_id``."""
+                         event_id: str | None = None, retry_reason: str | None = None, *,
+                         signed_with: str | None = None, signed_at: float | None = None) -> str:
+        """Deliver an Events API event; returns the envelope_id (the delivery id in HTTP mode).
+        A retry (``retry_attempt`` > 0, reason ``timeout`` in Socket Mode and ``http_timeout``
+        over HTTP by default) should pass the first delivery's ``event_id``. Over HTTP,
+        ``signed_with``/``signed_at`` forge the signature's secret or timestamp."""
         ws = self.workspace(team)
         ws.apply_event(event)
+        payload = event_callback(ws, event, event_id or slack_id("Ev"))
+        if ws.event_url:
+            reason = retry_reason if retry_reason is not None else "http_timeout" if retry_attempt else ""
+            return self._post(ws, ws.event_url, json.dumps(payload), "application/json", retry_attempt, reason,
+                              signed_with=signed_with, signed_at=signed_at)
         if retry_reason is None:
             retry_reason = "timeout" if retry_attempt else ""
         return await self._push(ws.team_id, {
-            "payload": event_callback(ws, event, event_id or slack_id("Ev")), "type": "events_api",
+            "payload": payload, "type": "events_api",
             "accepts_response_payload": False, "retry_attempt": retry_attempt, "retry_reason": retry_reason})
 
-    async def push_interactive(self, team: str | Workspace, payload: dict[str, Any]) -> str:
+    async def push_interactive(self, team: str | Workspace, payload: dict[str, Any], *,
+                               signed_with: str | None = None) -> str:
+        ws = self.workspace(team)
+        if ws.interactivity_url:  # a form with one field, `payload`, the JSON of the interaction
+            return self._post(ws, ws.interactivity_url, urlencode({"payload": json.dumps(payload)}),
+                              "application/x-www-form-urlencoded", signed_with=signed_with)
         # A view_submission (and an options request) may be answered in the ack itself.
         accepts = payload.get("type") in ("view_submission", "block_suggestion")
-        return await self._push(self.workspace(team).team_id, {
+        return await self._push(ws.team_id, {
             "payload": payload, "type": "interactive", "accepts_response_payload": accepts})
 
     async def push_slash_command(self, team: str | Workspace, payload: dict[str, Any]) -> str:
-        return await self._push(self.workspace(team).team_id, {
+        ws = self.workspace(team)
+        if ws.command_url:  # the command's fields as a form
+            return self._post(ws, ws.command_url, urlencode(payload), "application/x-www-form-urlencoded")
+        return await self._push(ws.team_id, {
             "payload": payload, "type": "slash_commands", "accepts_response_payload": True})
+
+    # ---------------------------------------------------------------- HTTP mode (Request URLs)
+    def use_request_url(self, team: str | Workspace, url: str, *, interactivity_url: str | None = None,
+                        command_url: str | None = None) -> Workspace:
+        """Configure the workspace's app for HTTP: Event Subscriptions' Request URL, the
+        Interactivity Request URL and the slash command's Request URL (``url`` unless given)."""
+        ws = self.workspace(team)
+        ws.event_url, ws.interactivity_url, ws.command_url = url, interactivity_url or url, command_url or url
+        return ws
+
+    async def verify_request_url(self, team: str | Workspace, url: str | None = None) -> Delivery:
+        """What Slack does when a Request URL is saved: POST a ``url_verification`` challenge,
+        which the app must echo (``json.loads(d.response)["challenge"]``)."""
+        ws = self.workspace(team)
+        body = json.dumps({"token": "verification_token", "challenge": secrets.token_urlsafe(36),
+                           "type": "url_verification"})
+        return await self.wait_for_delivery(self._post(ws, url or ws.event_url, body, "application/json"))
+
+    async def wait_for_delivery(self, delivery_id: str, timeout: float = 5) -> Delivery:
+        """Wait until the app answered a POST (or it failed); return what happened."""
+        await self.wait_for(lambda emu: delivery_id in emu.deliveries, timeout)
+        return self.deliveries[delivery_id]
+
+    def _post(self, ws: Workspace, url: str, body: str, content_type: str, retry_num: int = 0,
+              retry_reason: str = "", *, signed_with: str | None = None, signed_at: float | None = None) -> str:
+        """Start POSTing ``body`` to ``url`` as Slack does; returns the delivery id at once."""
+        timestamp = str(int(time.time() if signed_at is None else signed_at))
+        headers = {"Content-Type": content_type, "User-Agent": USER_AGENT, "X-Slack-Request-Timestamp": timestamp,
+                   "X-Slack-Signature": slack_signature(signed_with or ws.signing_secret, timestamp, body)}
+        if retry_num:
+            headers.update({"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": retry_reason})
+        delivery_id = str(uuid.uuid4())
+        task = asyncio.create_task(self._send(delivery_id, Delivery(url, headers, body)))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        return delivery_id
+
+    async def _send(self, delivery_id: str, delivery: Delivery) -> None:
+        assert self._http is not None, "the emulator is not started"
+        try:
+            async with self._http.post(delivery.url, data=delivery.body.encode(), headers=delivery.headers,
+                                       allow_redirects=False,
+                                       timeout=aiohttp.ClientTimeout(total=ACK_TIMEOUT_S)) as response:
+                delivery.status, delivery.response = response.status, await response.text()
+        except TimeoutError:
+            delivery.failure = "http_timeout"
+        except aiohttp.ClientError:
+            delivery.failure = "connection_failed"
+        delivery.time = time.monotonic()
+        if delivery.acked:
+            try:  # an ack's payload: a slash command's reply, a modal's response_action
+                self.acks[delivery_id] = json.loads(delivery.response) if delivery.response.strip() else None
+            except ValueError:
+                self.acks[delivery_id] = {"text": delivery.response}  # plain text answers a command
+            self.ack_times[delivery_id] = delivery.time
+        elif not delivery.failure:
+            delivery.failure = "http_error"
+        self.deliveries[delivery_id] = delivery
+        self._notify()
 
     async def send_disconnect(self, team: str | Workspace | None = None,
                               reason: str = "refresh_requested") -> None:

@@ -83,6 +83,12 @@ class Workspace:
     triggers: dict[str, tuple[str, float]] = field(default_factory=dict)
     trigger_ttl_s: float = 3.0
     scopes: str = ""  # the bot scopes auth.test reports (x-oauth-scopes); empty: the emulator's default
+    signing_secret: str = ""  # the app's Signing Secret; HTTP deliveries are signed with it
+    # HTTP mode (``SlackEmulator.use_request_url``): where the app's configuration sends events,
+    # clicks and slash commands. Empty: Socket Mode.
+    event_url: str = ""
+    interactivity_url: str = ""
+    command_url: str = ""
     _clock: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +100,7 @@ class Workspace:
         self.bot_id = self.bot_id or f"B{tail}"
         self.bot_token = self.bot_token or f"xoxb-{tail}-{secrets.token_hex(6)}"
         self.app_token = self.app_token or f"xapp-1-{self.app_id}-{secrets.token_hex(6)}"
+        self.signing_secret = self.signing_secret or secrets.token_hex(16)  # 32 hex digits, like Slack's
         bot = self.add_user(self.bot_user_id, "deskhand", real_name="Deskhand")
         bot["is_bot"] = True
         bot["profile"].update(bot_id=self.bot_id, api_app_id=self.app_id)

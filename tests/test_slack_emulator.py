@@ -1,16 +1,20 @@
 """The Slack emulator against the real slack-sdk and slack-bolt clients.
 
 Every test drives the emulator through ``AsyncWebClient`` (aiohttp) or a bolt ``AsyncApp`` on
-``AsyncSocketModeHandler`` over a real WebSocket, so what passes here passes against Slack's
-wire protocol as ``SLACK_PROTOCOL.md`` describes it.
+``AsyncSocketModeHandler`` over a real WebSocket (or, for HTTP mode, on bolt's own aiohttp
+server), so what passes here passes against Slack's wire protocol as ``SLACK_PROTOCOL.md``
+describes it.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import time
 from pathlib import Path
 
 import aiohttp
+import aiohttp.web
 import pytest
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -371,6 +375,73 @@ async def test_slash_command_ack_text_comes_back_in_the_ack(emu, app, handler):
         emu.team, emu.slash_command(emu.team, "U0BOB0001", "C0SUPPORT1", "kb status"))
 
     assert await emu.wait_for_ack(envelope_id) == {"text": "status for bob: kb status"}
+
+
+# ------------------------------------------------------------------ HTTP mode (Request URL)
+
+
+@pytest.fixture
+async def request_url(emu):
+    """A bolt AsyncApp on its own aiohttp server (bolt's `web_app`), checking signatures with the
+    workspace's signing secret; the emulator's workspace is pointed at it."""
+    app = AsyncApp(client=AsyncWebClient(token=emu.team.bot_token, base_url=emu.api_url),
+                   signing_secret=emu.team.signing_secret)
+    runner = aiohttp.web.AppRunner(app.web_app(path="/slack/events"))
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    await aiohttp.web.SockSite(runner, sock).start()
+    emu.use_request_url(emu.team, f"http://127.0.0.1:{port}/slack/events")
+    yield app
+    await runner.cleanup()
+
+
+async def test_http_deliveries_are_signed_as_slack_signs_them_and_a_retry_carries_its_headers(emu, request_url):
+    seen = []
+
+    @request_url.event("app_mention")
+    async def on_mention(body, request):
+        seen.append((body["event_id"], request.headers.get("x-slack-retry-num")))
+
+    @request_url.action("approve")
+    async def on_click(ack, body):
+        await ack()
+        seen.append((body["actions"][0]["value"], None))
+
+    @request_url.command("/deskhand")
+    async def on_command(ack, command):
+        await ack(f"status: {command['text']}")
+
+    verification = await emu.verify_request_url(emu.team)
+    assert verification.acked and json.loads(verification.response)["challenge"] == json.loads(verification.body)["challenge"]
+
+    mention = emu.mention(emu.team, "U0ALICE01", "C0SUPPORT1", "hi")
+    first = await emu.wait_for_delivery(await emu.push_event(emu.team, mention))
+    event_id = json.loads(first.body)["event_id"]
+    retry = await emu.wait_for_delivery(await emu.push_event(emu.team, mention, retry_attempt=2, event_id=event_id))
+    click = await emu.wait_for_delivery(await emu.push_interactive(emu.team, emu.block_action(
+        emu.team, "U0BOB0001", "C0SUPPORT1", "1.000001", "approve", "refund-1")))
+    command_id = await emu.push_slash_command(emu.team, emu.slash_command(emu.team, "U0BOB0001", "C0SUPPORT1", "kb"))
+
+    assert await emu.wait_for_delivery(command_id) and emu.acks[command_id] == {"text": "status: kb"}
+    assert [first.status, retry.status, click.status] == [200, 200, 200]
+    assert "X-Slack-Retry-Num" not in first.headers  # unlike Socket Mode, a first delivery has none
+    assert (retry.headers["X-Slack-Retry-Num"], retry.headers["X-Slack-Retry-Reason"]) == ("2", "http_timeout")
+    assert seen == [(event_id, None), (event_id, ["2"]), ("refund-1", None)]
+
+
+async def test_http_deliveries_with_a_wrong_secret_or_an_old_timestamp_are_refused(emu, request_url):
+    @request_url.event("app_mention")
+    async def on_mention():
+        raise AssertionError("a refused request reached a listener")
+
+    mention = emu.mention(emu.team, "U0ALICE01", "C0SUPPORT1", "hi")
+    wrong = await emu.wait_for_delivery(await emu.push_event(emu.team, mention, signed_with="not-the-secret"))
+    old = await emu.wait_for_delivery(await emu.push_event(emu.team, mention, signed_at=time.time() - 301))
+
+    assert (wrong.status, wrong.failure, old.status, old.failure) == (401, "http_error", 401, "http_error")
+    assert not emu.acks
 
 
 # ------------------------------------------------------------------ payload fidelity
