@@ -42,6 +42,13 @@ class TerminalResponder:
         console.print(f"[bold magenta]deskhand (to {session['id']})[/]: {terminal_text(text)}", highlight=False)
 
 
+def terminal():
+    """The terminal as the only surface: what `chat`, `resume`, `approve` and `reject` deliver to."""
+    from bot.surfaces import Surfaces
+
+    return Surfaces(cli=TerminalResponder())
+
+
 def terminal_text(reply: str) -> str:
     """A Markdown reply as plain text (bot/render.py), safe from rich's own `[markup]`."""
     from rich.markup import escape
@@ -92,8 +99,7 @@ def chat(
     settings = _settings()
 
     async def main() -> None:
-        async with open_runtime(settings) as rt:
-            rt.orchestrator.responders["cli"] = TerminalResponder()
+        async with open_runtime(settings) as rt, rt.orchestrator.delivering_to(terminal()):
             await rt.orchestrator.resume()
             tenant_id = tenant or settings.default_tenant
             with console.status("Loading the help centre…"):
@@ -165,7 +171,9 @@ def ask(
 def run() -> None:
     """Run Deskhand: connect to Slack over Socket Mode and answer until stopped (Ctrl-C).
 
-    Needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN (see manifest.yml and docs/slack.md). With
+    Needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN (see manifest.yml and docs/slack.md); with
+    DESKHAND_SLACK_MODE=http, SLACK_SIGNING_SECRET instead of the app token, and Slack POSTs
+    to the Request URL /slack/events on DESKHAND_SLACK_HTTP_HOST:PORT. With
     DESKHAND_SMTP_ENABLED=1 (or DESKHAND_IMAP_HOST) it also runs the mail bridge, and mirrors
     every email conversation into the tenant's support channel (mailbridge/README.md).
 
@@ -175,7 +183,7 @@ def run() -> None:
 
     settings = _settings()
     if problems := missing_credentials(settings):
-        typer.echo(credentials_help(problems), err=True)
+        typer.echo(credentials_help(problems, settings.slack_mode), err=True)
         raise typer.Exit(2)
     raise typer.Exit(_run(_serve(settings)))
 
@@ -187,11 +195,14 @@ async def _serve(settings) -> int:
     from bot.run import run_deskhand
     from bot.runtime import open_runtime
     from bot.slack.app import wait_for_shutdown
+    from bot.slack.request_url import RequestUrlUnavailable
 
     try:
         async with open_runtime(settings) as rt, run_deskhand(rt) as running:
             console.print("[bold]Deskhand[/] is connected to Slack. Press Ctrl-C to stop.")
             startup_check = asyncio.create_task(log_checks(settings, rt.kb))  # noqa: F841 - held; logged, not fatal
+            if running.slack.request_url is not None:
+                console.print(f"Slack: receiving on {running.slack.request_url.url} (the Request URL).")
             if running.ops is not None:
                 console.print(f"Ops: {running.ops.url}/healthz, /readyz and /metrics.")
             if running.mail is not None:
@@ -203,6 +214,9 @@ async def _serve(settings) -> int:
     except SlackApiError as exc:
         typer.echo(f"Slack refused the connection: {exc.response.get('error')}. Check "
                    "SLACK_BOT_TOKEN and SLACK_APP_TOKEN (docs/slack.md).", err=True)
+        return 1
+    except RequestUrlUnavailable as exc:
+        typer.echo(f"Deskhand can't receive Slack's requests: {exc}.", err=True)
         return 1
     return 0
 
@@ -233,8 +247,7 @@ def resume() -> None:
     settings = _settings()
 
     async def main() -> None:
-        async with open_runtime(settings) as rt:
-            rt.orchestrator.responders["cli"] = TerminalResponder()
+        async with open_runtime(settings) as rt, rt.orchestrator.delivering_to(terminal()):
             outcomes = await rt.orchestrator.resume()
             console.print(f"[dim]resumed {len(outcomes)} turn(s)[/]")
 
@@ -253,6 +266,7 @@ def plan_cmd(
     Example:  echo '{"text": "where is A-1042?"}' | deskhand plan
     """
     from bot.brain.base import PlanContext
+    from bot.hands.gate import allowed_tools
     from bot.hands.registry import default_registry
     from bot.runtime import build_planner
     from bot.utf8 import decode_bytes
@@ -278,7 +292,7 @@ def plan_cmd(
             policy = settings.policy(tenant_id)
             plan: BrainPlan = await planner.plan(PlanContext(
                 envelope=env, policy=policy,
-                tools=[s for s in registry.specs() if policy.tool_allowed(s.name)]))
+                tools=allowed_tools(policy, registry.specs())))
             typer.echo(plan.model_dump_json())
 
     _run(main())
@@ -290,8 +304,7 @@ def _decide(action_id: str, approver: str, approve: bool) -> None:
     settings = _settings()
 
     async def main() -> int:
-        async with open_runtime(settings) as rt:
-            rt.orchestrator.responders["cli"] = TerminalResponder()
+        async with open_runtime(settings) as rt, rt.orchestrator.delivering_to(terminal()):
             decision = await rt.decide(action_id, approver, approve)
             console.print(decision.message)
             return 0 if decision.ok else 1
@@ -359,21 +372,23 @@ def eval_cmd(
 
 @app.command()
 def trace(correlation_id: str) -> None:
-    """Show the timeline of one turn: each state, its duration and what it decided.
+    """Show one message's timeline: its intake, then each state of its turn with its start
+    offset, its duration and what it decided (bot/timeline.py).
 
     Example:  deskhand trace 3f9c2a1b7d4e5f60
     """
     from bot.store import Store
+    from bot.timeline import timeline
 
     settings = _settings()
     store = Store(settings.db_path)
     spans = store.traces_for(correlation_id)
+    store.close()
     if not spans:
         typer.echo(f"no spans for {correlation_id}", err=True)
         raise typer.Exit(1)
-    for s in spans:
-        typer.echo(f"{s['ts']}  {s['span']:<10} {s['duration_ms']:8.2f} ms  {json.dumps(s['data'])}")
-    store.close()
+    for line in timeline(spans):
+        typer.echo(line)
 
 
 @app.command("replay")
@@ -429,6 +444,7 @@ def _mount_optional(name: str, module: str, attr: str) -> None:
 
 _mount_optional("kb", "kb_loader.cli", "kb_app")
 _mount_optional("dlq", "bot.dlq_cli", "dlq_app")
+_mount_optional("store", "bot.store_cli", "store_app")
 
 from mailbridge.cli import mail_app  # noqa: E402
 

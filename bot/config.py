@@ -20,6 +20,8 @@ from bot.brain.pii_regions import DEFAULT_PHONE_REGIONS, phone_region
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT_ROOT / "fixtures"
 DEFAULT_TENANT = "T_DEMO"
+# The scopes the built-in hands declare (bot/hands/tools/), granted to every tenant by default.
+BUILTIN_SCOPES = ("kb:read", "orders:read", "tickets:write", "refunds:write", "handoff:write")
 
 
 class HttpBackendConfig(BaseModel):
@@ -43,6 +45,10 @@ class TenantPolicy(BaseModel):
     # None means every registered tool; otherwise an allow-list.
     allowed_tools: list[str] | None = None
     forbidden_tools: list[str] = Field(default_factory=list)
+    # What the tenant grants its tools: a tool whose declared scopes (`@hand(scopes=...)`) are
+    # not all here is neither offered nor run (bot/hands/gate.py). The default grants the
+    # built-in tools' scopes.
+    scopes: list[str] = Field(default_factory=lambda: list(BUILTIN_SCOPES))
     # Shadow mode (bot/shadow.py `is_shadow`): plan and record, never act or post. True means
     # every surface; `shadow_channels` puts only some surfaces in shadow (live in Slack,
     # shadow on email: `shadow_channels: [email]`).
@@ -71,18 +77,15 @@ class TenantPolicy(BaseModel):
     # started sends what it knows so far, opens a ticket, and follows up once when done.
     turn_sla_s: float = Field(default=6.0, gt=0)
 
-    def tool_allowed(self, tool: str) -> bool:
-        if tool in self.forbidden_tools:
-            return False
-        return self.allowed_tools is None or tool in self.allowed_tools
-
 
 class SlackTokens(BaseModel):
-    """One Slack app's tokens: the bot token (xoxb-) and the app-level token (xapp-)."""
+    """One Slack app's credentials: the bot token (xoxb-), and the app-level token (xapp-) for
+    Socket Mode or the app's signing secret for HTTP mode (`slack_mode`)."""
 
     model_config = ConfigDict(extra="forbid")
     bot_token: str
-    app_token: str
+    app_token: str = ""
+    signing_secret: str = ""
 
 
 class Settings(BaseSettings):
@@ -91,7 +94,13 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default=Path(".deskhand"), description="Data directory (SQLite, Chroma, mail).")
+    # Derived files that are slow to rebuild and safe to delete (the intent classifier's
+    # example vectors). None: <home>/cache. Deskhand writes nothing outside these two.
+    cache_dir: Path | None = None
     tenants_file: Path | None = None
+    # A PostgreSQL database shared by several workers (postgresql://user:pass@host/db). None:
+    # the SQLite file in `home` (bot/store/factory.py picks the store).
+    database_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
     default_tenant: str = DEFAULT_TENANT
     log_level: str = "INFO"
     log_file: Path | None = None
@@ -112,7 +121,6 @@ class Settings(BaseSettings):
     breaker_window_s: float = 60.0
     breaker_cooldown_s: float = 60.0
     rate_per_second: float = 20.0
-    order_cache_ttl_s: float = 60.0
 
     # Orchestrator
     # Turns run at once. A turn mostly waits (Slack, the shop, the store thread), so this is
@@ -121,6 +129,13 @@ class Settings(BaseSettings):
     # A turn started this many times without finishing (each crash counts) is not started
     # again: it is dead-lettered, with the safe reply and a ticket (bot/dead_letters.py).
     turn_max_attempts: int = Field(default=3, ge=1)
+    # The outbox (every channel: Slack posts, email; bot/outbox_policy.py): a failed delivery
+    # is retried after base, 2 x base, … up to max, each wait shortened at random by up to
+    # `jitter` of itself; after `outbox_max_attempts` failures it is given up, to `deskhand dlq`.
+    outbox_max_attempts: int = Field(default=12, ge=1)
+    outbox_backoff_base_s: float = Field(default=5.0, ge=0)
+    outbox_backoff_max_s: float = Field(default=900.0, ge=0)
+    outbox_backoff_jitter: float = Field(default=0.2, ge=0, lt=1)
 
     # Slack DMs (bot/conversations.py): a top-level DM message continues the person's latest
     # case there when it is open and had a message at most this many minutes ago, or ...
@@ -134,6 +149,17 @@ class Settings(BaseSettings):
     kb_stale_hours: float = 24.0 * 7
     kb_encoder: Literal["minilm", "folder", "openai"] = "minilm"
     kb_encoder_path: Path | None = None
+    # The model `kb_encoder=openai` asks `/embeddings` for ("" : text-embedding-3-small).
+    kb_embedding_model: str = ""
+    # Threads of numpy's BLAS for the local encoder (kb_loader/encoder.py `limit_blas_threads`);
+    # one is fastest on two cores. 0 leaves numpy's own choice.
+    kb_blas_threads: int = Field(default=1, ge=0)
+    # What runs a local (minilm/folder) encoder: onnxruntime on a graph built from the weights
+    # and cached under cache_path (kb_loader/onnx_encoder.py), its int8 variant, or numpy.
+    # The onnx ones fall back to numpy, with a warning, when they cannot load. onnx is the
+    # default: the same vectors as numpy, about 2x the throughput (README, Benchmarks); int8
+    # is faster still but moves vectors by ~0.007 cosine.
+    kb_encoder_runtime: Literal["numpy", "onnx", "onnx-int8"] = "onnx"
     kb_relevance_floor: float = 0.3
     # The nightly golden eval in `deskhand run` (bot/kb_lifecycle.py), a crontab line in UTC.
     eval_cron: str = "0 3 * * *"
@@ -169,11 +195,23 @@ class Settings(BaseSettings):
         default="", validation_alias=AliasChoices("DESKHAND_SLACK_APP_TOKEN", "SLACK_APP_TOKEN")
     )
     # More workspaces, one Slack app each (every app created from manifest.yml), as JSON:
-    # DESKHAND_SLACK_WORKSPACES='[{"bot_token": "xoxb-…", "app_token": "xapp-…"}]'.
+    # DESKHAND_SLACK_WORKSPACES='[{"bot_token": "xoxb-…", "app_token": "xapp-…"}]'
+    # (in HTTP mode "signing_secret" instead of "app_token").
     slack_workspaces: list[SlackTokens] = Field(default_factory=list)
     slack_api_url: str = "https://slack.com/api/"
     # Socket Mode keepalive: a dropped socket is noticed and replaced within about this long.
     slack_ping_interval_s: float = Field(default=10.0, gt=0)
+    # How Slack reaches Deskhand: "socket" (Socket Mode: Deskhand dials out, needs the xapp-
+    # token) or "http" (Slack POSTs to a Request URL, /slack/events, on slack_http_host:port;
+    # each request is checked against the app's signing secret; bot/slack/request_url.py).
+    slack_mode: Literal["socket", "http"] = "socket"
+    slack_signing_secret: str = Field(
+        default="", validation_alias=AliasChoices("DESKHAND_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET")
+    )
+    # Behind a load balancer or in a container, bind 0.0.0.0. Port 0 takes a free port; the
+    # bound port is written to <home>/slack_http.port either way.
+    slack_http_host: str = "127.0.0.1"
+    slack_http_port: int = Field(default=3000, ge=0, le=65535)
 
     # Ops endpoints of `deskhand run` (/healthz, /readyz, /metrics; docs/operations.md).
     # Port 0 takes a free port; the bound port is written to <home>/ops.port either way.
@@ -214,6 +252,10 @@ class Settings(BaseSettings):
     @property
     def shop_db_path(self) -> Path:
         return self.home / "shop.db"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache_dir or self.home / "cache"
 
     @cached_property
     def tenants(self) -> dict[str, TenantPolicy]:

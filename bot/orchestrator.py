@@ -9,14 +9,21 @@ row, enforced by a unique index), so every message gets exactly one reply.
 A message whose turn keeps killing the process is dead-lettered instead of started again
 (bot/dead_letters.py). A turn past its tenant's SLA sends what it knows meanwhile, and its
 answer later as a follow-up (bot/deadline.py).
+
+Replies leave through the `Surfaces` the wiring gives (`delivering_to`, bot/surfaces.py); a
+surface that is absent leaves its turns answered and stored. Before a Slack message is
+accepted the orchestrator also decides whose it is (`route`, bot/conversations.py) and
+whether it was seen before (`first_delivery`), so that handlers only translate.
+The module runs past 400 lines because the state machine, its entry points and its endings
+read best together; what a step needs beyond that lives in the companions named above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -24,41 +31,67 @@ import structlog
 from bot.abuse_turn import abuse_draft, abuse_plan, acknowledge, flag_inbox
 from bot.brain.abuse import classify as classify_abuse
 from bot.brain.base import PlanContext, Planner
-from bot.brain.drafting import SAFE_FAILURE, compose
-from bot.contracts import MessageEnvelope, PlanStep
-from bot.conversations import place_dm_message
+from bot.brain.drafting import compose, failure_reply
+from bot.contracts import MessageEnvelope, PlanStep, utcnow
+from bot.conversations import Route, place_dm_message, route_slack_message
 from bot.dead_letters import dead_letter, is_poison
 from bot.deadline import TurnDeadline
 from bot.guards import guard_reply, injection_score
-from bot.hands.context import HandContext
+from bot.hands.context import HandContext, MakeHandContext
 from bot.hands.errors import HandError
+from bot.hands.gate import allowed_tools
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
 from bot.shadow import is_shadow, record_shadow_turn
 from bot.store import ANSWERED, DELIVERED, FAILED, SKIPPED
-from bot.turn import CUSTOMER_FIXABLE, IdentityResolver, Responder, State, Turn, TurnOutcome, surface
+from bot.surfaces import NO_SURFACES, Surfaces
+from bot.turn import CUSTOMER_FIXABLE, Responder, State, Turn, TurnOutcome
 
 log = get_logger("deskhand.turn")
 
 
 
 class Orchestrator:
-    def __init__(self, *, settings, store, executor, planner: Planner, registry, backends_for, kb=None):
+    def __init__(self, *, settings, store, executor, planner: Planner, registry, hand_context: MakeHandContext):
         self.settings = settings
         self.store = store
         self.executor = executor
         self.planner = planner
         self.registry = registry
-        self.backends_for = backends_for
-        self.kb = kb
-        self.responders: dict[str, Responder] = {}
-        self.identities: dict[str, IdentityResolver] = {}
+        self.hand_context = hand_context  # the runtime's: what the hands get (bot/hands/context.py)
+        self.surfaces: Surfaces = NO_SURFACES  # where replies go; given by the wiring (`delivering_to`)
         self._session_locks: dict[str, list] = {}  # session id -> [lock, turns holding or waiting]
         self._queue: asyncio.Queue[tuple[str, str]] | None = None
         self.metrics = None  # bot/metrics.py DeskhandMetrics, set by the runtime
         self.deadline = TurnDeadline(self)  # the per-tenant SLA and degrade mode (bot/deadline.py)
 
+    @asynccontextmanager
+    async def delivering_to(self, surfaces: Surfaces):
+        """Deliver replies through `surfaces`, and ask them who wrote, while the block runs.
+        The wiring gives them once (bot/run.py, the CLI, `deskhand mail serve`); surfaces never
+        register themselves. Async only so that it chains with the other lifespans."""
+        if self.surfaces:
+            raise RuntimeError("the orchestrator already delivers to surfaces")
+        self.surfaces = surfaces
+        try:
+            yield self
+        finally:
+            self.surfaces = NO_SURFACES
+
     # -- entry points ---------------------------------------------------------------------
+    async def route(self, envelope: MessageEnvelope) -> Route:
+        """Whose a Slack message is: Deskhand's to answer, a teammate's reply to an email
+        customer, or nobody's (bot/conversations.py). Asked before it is accepted."""
+        return await route_slack_message(self.store, envelope)
+
+    async def first_delivery(self, keys: list[str], source: str, inbox_id: str | None = None) -> bool:
+        """Whether an inbound delivery is new: none of its `keys` were seen (they are claimed
+        now), or they were but its message `inbox_id` was never stored (the process stopped
+        between the two)."""
+        if await self.store.mark_processed_all(keys, source):
+            return True
+        return inbox_id is not None and await self.store.inbox_get(inbox_id) is None
+
     async def place(self, envelope: MessageEnvelope) -> MessageEnvelope:
         """The envelope in the conversation it belongs to, decided before it is accepted: a
         Slack DM message may continue the person's open case (bot/conversations.py)."""
@@ -67,15 +100,22 @@ class Orchestrator:
     async def accept(self, envelope: MessageEnvelope, *, flags: list[str] | None = None,
                      raw_path: str = "") -> bool:
         """Persist an inbound message and queue it. False if it was already accepted."""
-        fresh = await self.store.inbox_add(envelope, flags=flags, raw_path=raw_path)
+        fresh = await self._intake(envelope, flags=flags, raw_path=raw_path)
         if fresh and self._queue is not None:
             self._queue.put_nowait((envelope.id, envelope.session_id))
         return fresh
 
     async def handle(self, envelope: MessageEnvelope) -> TurnOutcome:
         """Persist and run one turn now (the CLI path). Idempotent per envelope id."""
-        await self.store.inbox_add(envelope)
+        await self._intake(envelope)
         return await self.process(envelope.id)
+
+    async def _intake(self, envelope: MessageEnvelope, **stored: Any) -> bool:
+        # The intake's log line, under the correlation id its surface minted: the first line
+        # of the message's story; the turn's lines and spans carry the same id.
+        fresh = await self.store.inbox_add(envelope, **stored)
+        log.info("message_received", correlation_id=envelope.correlation_id, fresh=fresh, **envelope.intake())
+        return fresh
 
     async def process(self, inbox_id: str, session_id: str | None = None) -> TurnOutcome:
         """Run (or finish delivering) one stored message's turn. Turns of one session run one
@@ -90,15 +130,20 @@ class Orchestrator:
             if row is None:
                 raise KeyError(inbox_id)
             envelope = MessageEnvelope.model_validate_json(row["envelope"])
-            if row["status"] in (ANSWERED, DELIVERED, SKIPPED, FAILED) and row["outcome"]:
-                outcome = TurnOutcome.from_row(row)
-                if row["status"] == ANSWERED:
-                    await self._deliver(envelope, outcome)
-                return outcome
-            if is_poison(row, self.settings.turn_max_attempts):  # it crashed us that often: park it
-                error = await dead_letter(self.store, envelope, row)
-                return await self._fail(Turn(envelope=envelope, correlation_id=uuid.uuid4().hex[:16], error=error))
-            return await self._run_turn(envelope)
+            if row["correlation_id"] and row["correlation_id"] != envelope.correlation_id:
+                # Stored before envelopes carried their id: keep the one its first run used.
+                envelope = envelope.model_copy(update={"correlation_id": row["correlation_id"]})
+            with structlog.contextvars.bound_contextvars(correlation_id=envelope.correlation_id):
+                if row["status"] in (ANSWERED, DELIVERED, SKIPPED, FAILED) and row["outcome"]:
+                    outcome = TurnOutcome.from_row(row)
+                    if row["status"] == ANSWERED:
+                        await self._deliver(envelope, outcome)
+                    return outcome
+                if is_poison(row, self.settings.turn_max_attempts):  # it crashed us that often: park it
+                    error = await dead_letter(self.store, envelope, row)
+                    return await self._fail(Turn(envelope=envelope, correlation_id=envelope.correlation_id,
+                                                 error=error))
+                return await self._run_turn(envelope)
 
     @asynccontextmanager
     async def _session_lock(self, session_id: str):
@@ -118,7 +163,7 @@ class Orchestrator:
         """Finish every turn a previous process left unfinished (called at start-up)."""
         outcomes = []
         for row in await self.store.inbox_unfinished():
-            log.info("resume_turn", inbox_id=row["id"], status=row["status"])
+            log.info("resume_turn", inbox_id=row["id"], status=row["status"], correlation_id=row["correlation_id"])
             outcomes.append(await self.process(row["id"], row["session_id"]))
         return outcomes
 
@@ -155,7 +200,7 @@ class Orchestrator:
     # -- the state machine ----------------------------------------------------------------
     async def _run_turn(self, envelope: MessageEnvelope) -> TurnOutcome:
         identified = await self._identify(envelope)
-        turn = Turn(envelope=identified, correlation_id=uuid.uuid4().hex[:16])
+        turn = Turn(envelope=identified, correlation_id=envelope.correlation_id)  # minted at intake
         steps = {
             State.ROUTE: self._route, State.PLAN: self._plan, State.TOOL_LOOP: self._tool_loop,
             State.DRAFT: self._draft, State.GUARD: self._guard, State.RESPOND: self._respond,
@@ -170,14 +215,14 @@ class Orchestrator:
             async with self.deadline.watch(turn):  # past the SLA: the degrade reply, meanwhile
                 while turn.state in steps:
                     state = turn.state
-                    started = time.perf_counter()
+                    started, started_at = time.perf_counter(), utcnow()
                     try:
                         turn.state = await steps[state](turn)
                     except Exception as exc:  # any crash in a step becomes a safe reply + ticket
                         log.exception("turn_step_failed", state=state.value)
                         turn.error = f"{state.value}: {type(exc).__name__}"
                         turn.state = State.FAILED
-                    self._span(turn, state.value, started)
+                    self._span(turn, state.value, started, started_at)
             try:
                 if turn.state == State.FAILED:
                     return await self._fail(turn)
@@ -188,7 +233,7 @@ class Orchestrator:
                     self.metrics.turn_finished(turn)
 
     async def _identify(self, envelope: MessageEnvelope) -> MessageEnvelope:
-        resolver = self.identities.get(surface(envelope.channel.value))
+        resolver = self.surfaces.identity(envelope.channel.value)
         if resolver is None or "verified_email" in envelope.metadata:
             return envelope
         try:
@@ -207,7 +252,7 @@ class Orchestrator:
             turn.abuse = classify_abuse(turn.envelope.text)
             if turn.abuse.abusive:
                 policy = self.settings.policy(turn.envelope.tenant_id)
-                allowed = {s.name for s in self.registry.specs() if policy.tool_allowed(s.name)}
+                allowed = {s.name for s in allowed_tools(policy, self.registry.specs())}
                 turn.plan = abuse_plan(turn.abuse, turn.envelope, allowed)
                 await flag_inbox(self.store, turn.envelope.id, turn.abuse.category)
                 return State.TOOL_LOOP
@@ -216,7 +261,7 @@ class Orchestrator:
     async def _plan(self, turn: Turn) -> State:
         env = turn.envelope
         policy = self.settings.policy(env.tenant_id)
-        tools = [s for s in self.registry.specs() if policy.tool_allowed(s.name)]
+        tools = allowed_tools(policy, self.registry.specs())  # the model never sees another tool
         turn.context = PlanContext(envelope=env, history=turn.history, case_state=turn.case_state,
                                    policy=policy, tools=tools, verified_email=env.metadata.get("verified_email"))
         try:
@@ -324,16 +369,17 @@ class Orchestrator:
 
     async def _fail(self, turn: Turn) -> TurnOutcome:
         env = turn.envelope
+        ticket = None  # the reply says a ticket was opened only if one was
         try:
             ctx = self._hand_context(turn)
-            await self.executor.run(PlanStep(tool="create_ticket", args={
+            ticket = await self.executor.run(PlanStep(tool="create_ticket", args={
                 "email": env.metadata.get("verified_email") or "", "subject": f"Deskhand could not answer {env.id}",
                 "body": f"{turn.error}\n\n{env.text[:4000]}", "priority": "high"}), ctx)
         except Exception:  # the ticket is best effort; the reply is not
             log.exception("failure_ticket_failed")
         outcome = TurnOutcome(
             inbox_id=env.id, session_id=env.session_id, tenant_id=env.tenant_id,
-            correlation_id=turn.correlation_id, state=State.FAILED.value, reply=SAFE_FAILURE,
+            correlation_id=turn.correlation_id, state=State.FAILED.value, reply=failure_reply(ticket),
             offer_human=True, plan=turn.plan, results=turn.results,
             shadow=is_shadow(self.settings.policy(env.tenant_id), env.channel.value),
         )
@@ -359,7 +405,7 @@ class Orchestrator:
         if outcome.reply is None or outcome.shadow:
             await self.store.inbox_update(env.id, status=SKIPPED)
             return
-        responder = self.responders.get(surface(env.channel.value))
+        responder = self.surfaces.responder(env.channel.value)
         if responder is None:
             return  # stays ANSWERED: whoever asked (CLI `ask`, tests) reads the outcome
         await responder.deliver(env, outcome)
@@ -374,22 +420,20 @@ class Orchestrator:
             log.info("notice_not_sent_in_shadow", session_id=session_id)  # nothing leaves a shadow surface
             return
         await self.store.add_message(session_id, session["tenant_id"], "assistant", text, None, info)
-        responder = self.responders.get(surface(session["channel"]))
+        responder = self.surfaces.responder(session["channel"])
         if responder is not None:
             await responder.notify(session, text, **info)
 
     # -- helpers -----------------------------------------------------------------------------
     def _hand_context(self, turn: Turn) -> HandContext:
         env = turn.envelope
-        return HandContext(
-            tenant_id=env.tenant_id, session_id=env.session_id, user_id=env.user_id,
-            channel=env.channel.value, correlation_id=turn.correlation_id,
-            policy=self.settings.policy(env.tenant_id), backends=self.backends_for(env.tenant_id),
-            store=self.store, kb=self.kb, verified_email=env.metadata.get("verified_email"),
-            inbox_id=env.id, shadow=is_shadow(self.settings.policy(env.tenant_id), env.channel.value),
+        return self.hand_context(
+            env.tenant_id, env.session_id, env.user_id, env.channel.value, turn.correlation_id,
+            verified_email=env.metadata.get("verified_email"), inbox_id=env.id,
+            shadow=is_shadow(self.settings.policy(env.tenant_id), env.channel.value),
         )
 
-    def _span(self, turn: Turn, span: str, started: float) -> None:
+    def _span(self, turn: Turn, span: str, started: float, started_at: datetime) -> None:
         duration = (time.perf_counter() - started) * 1000
         data: dict[str, Any] = {"next": turn.state.value}
         if span == State.ROUTE.value:
@@ -401,14 +445,16 @@ class Orchestrator:
                         planner=turn.plan.planner, steps=[s.tool for s in turn.plan.steps])
         if span == State.TOOL_LOOP.value:
             data["tools"] = [{"tool": r.tool, "ok": r.ok, "cached": r.cached, "ms": r.cost_ms} for r in turn.results]
-        turn.spans.append((turn.correlation_id, turn.envelope.tenant_id, span, duration, data))
+        turn.spans.append((turn.correlation_id, turn.envelope.tenant_id, span, duration, data,
+                           started_at.isoformat()))
 
     async def _llm_spans(self, turn: Turn) -> None:
         calls = turn.context.llm_calls if turn.context else []
         while calls:
             call = calls.pop(0)
+            started_at = call.pop("started_at", None) or utcnow().isoformat()
             turn.spans.append((turn.correlation_id, turn.envelope.tenant_id, "llm_call",
-                               float(call.get("latency_ms", 0.0)), call))
+                               float(call.get("latency_ms", 0.0)), call, started_at))
 
 
 __all__ = ["Orchestrator", "State", "TurnOutcome", "Responder", "HandError"]

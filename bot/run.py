@@ -6,7 +6,10 @@
 The order is the one each part's lifespan asks for: the mail bridge outside the Slack app
 (its receivers stop after Slack has closed, and the turn queue drains while replies can still
 be sent), and one `SlackMailMirror` between them, so that every email conversation is a
-thread in the tenant's support channel and a teammate's reply there goes out as email.
+thread in the tenant's support channel. This is where the surfaces meet: the orchestrator is
+given Slack and email to deliver through (`Surfaces`, bot/surfaces.py), and Slack is given
+email's responder as its `TeammateMail` port, so that a teammate's reply in a mirror thread
+goes out as email. Neither surface looks the other up.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import AsyncIterator
 
 from bot.ops_http import OpsServer, serve_ops
 from bot.schedule import scheduled
-from bot.slack.app import SlackCredentials, SlackOptions, SlackSurface, serve
+from bot.slack.app import SlackCredentials, SlackOptions, SlackSurface, connect, listen
 from bot.slack.mail_mirror import SlackMailMirror
+from bot.surfaces import Surfaces
 from mailbridge.service import MailBridge, MailOptions, mail_lifespan
 
 
@@ -34,8 +38,12 @@ async def run_deskhand(runtime, *, credentials: list[SlackCredentials] | None = 
                        slack_options: SlackOptions | None = None,
                        mail_options: MailOptions | None = None) -> AsyncIterator[Running]:
     mirror = SlackMailMirror(runtime.store, runtime.settings)
+    orchestrator = runtime.orchestrator
     async with mail_lifespan(runtime, mirror=mirror, options=mail_options) as bridge:
-        async with serve(runtime, credentials=credentials, options=slack_options,
-                         mail_mirror=mirror if bridge is not None else None) as slack:
-            async with scheduled(runtime, slack=slack), serve_ops(runtime, slack=slack) as ops:
-                yield Running(slack=slack, mail=bridge, ops=ops)
+        email = bridge.responder if bridge is not None else None
+        async with connect(runtime, credentials=credentials, options=slack_options, mail=email,
+                           mail_mirror=mirror if bridge is not None else None) as slack:
+            surfaces = Surfaces(slack=slack.responder, slack_identity=slack.identify, email=email)
+            async with orchestrator.delivering_to(surfaces), orchestrator.running(), listen(runtime, slack):
+                async with scheduled(runtime, slack=slack), serve_ops(runtime, slack=slack) as ops:
+                    yield Running(slack=slack, mail=bridge, ops=ops)

@@ -8,9 +8,9 @@ mail bridge, the CLI) are given a runtime; they never build these pieces themsel
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.brain.base import Planner
 from bot.config import FIXTURES, Settings, load_settings
@@ -22,12 +22,17 @@ from bot.hands.backends.sqlite_demo import DemoShop
 from bot.hands.breaker import BreakerBoard
 from bot.hands.context import HandContext
 from bot.hands.executor import HandsExecutor
+from bot.hands.gate import PolicyGate
 from bot.hands.registry import ToolRegistry, default_registry
 from bot.hands.tools.escalate_to_human import HANDED_OFF
 from bot.logs import get_logger
 from bot.metrics import DeskhandMetrics
 from bot.orchestrator import Orchestrator
-from bot.store import AsyncStore, Store
+from bot.store import AsyncStore
+from bot.store.factory import open_store, store_location
+
+if TYPE_CHECKING:
+    from kb_loader import KnowledgeBase
 
 log = get_logger("deskhand.runtime")
 
@@ -44,7 +49,7 @@ def intent_classifier(settings: Settings):
             encoder = get_encoder(settings)
         except Exception as exc:  # no encoder: the lexical classifier alone still works
             log.warning("intent_encoder_unavailable", error=str(exc))
-    return IntentClassifier.default(encoder)
+    return IntentClassifier.default(encoder, cache_dir=settings.cache_path)
 
 
 def build_planner(settings: Settings, registry: ToolRegistry) -> Planner:
@@ -59,7 +64,7 @@ def build_planner(settings: Settings, registry: ToolRegistry) -> Planner:
     return build_llm_planner(settings, registry, fallback=rules)
 
 
-def open_kb(settings: Settings):
+def open_kb(settings: Settings) -> KnowledgeBase | None:
     """The tenant knowledge bases, or None when the KB package cannot be used here."""
     try:
         from kb_loader import KnowledgeBase
@@ -76,7 +81,8 @@ class Runtime:
     executor: HandsExecutor
     orchestrator: Orchestrator
     shop: DemoShop
-    kb: Any = None
+    gate: PolicyGate  # which tools a tenant may use, and who may approve (bot/hands/gate.py)
+    kb: KnowledgeBase | None = None
     metrics: DeskhandMetrics | None = None  # /metrics (bot/ops_http.py)
     kb_lifecycle: Any = None  # bot/kb_lifecycle.py KBLifecycle, in `deskhand run`
     _http_backends: dict[str, Backends] = field(default_factory=dict)
@@ -90,24 +96,35 @@ class Runtime:
             self._http_backends[tenant_id] = Backends(orders=http, tickets=http, refunds=http)
         return self._http_backends[tenant_id]
 
-    def context_for_action(self, action: PendingAction) -> HandContext:
+    def hand_context(self, tenant_id: str, session_id: str, user_id: str, channel: str, correlation_id: str, *,
+                     verified_email: str | None = None, inbox_id: str | None = None, shadow: bool = False,
+                     store: AsyncStore | None = None) -> HandContext:
+        """The one way a `HandContext` is made (bot/hands/context.py `MakeHandContext`)."""
         return HandContext(
-            tenant_id=action.tenant_id, session_id=action.session_id, user_id=action.requested_by,
-            channel="approval", correlation_id=f"approval-{action.id}",
-            policy=self.settings.policy(action.tenant_id), backends=self.backends_for(action.tenant_id),
-            store=self.store, kb=self.kb,
+            tenant_id=tenant_id, session_id=session_id, user_id=user_id, channel=channel,
+            correlation_id=correlation_id, policy=self.settings.policy(tenant_id),
+            backends=self.backends_for(tenant_id), store=store or self.store, kb=self.kb,
+            verified_email=verified_email, inbox_id=inbox_id, shadow=shadow,
         )
 
-    async def is_configured_approver(self, tenant_id: str, user_id: str) -> bool:
-        return user_id in self.settings.policy(tenant_id).approvers
+    def context_for_action(self, action: PendingAction) -> HandContext:
+        return self.hand_context(action.tenant_id, action.session_id, action.requested_by, "approval",
+                                 f"approval-{action.id}")
 
-    async def decide(self, action_id: str, decider: str, approve: bool, is_approver=None) -> approvals.Decision:
-        """Approve or reject a pending action, then tell the customer's conversation."""
+    async def close_backends(self) -> None:
+        for backends in self._http_backends.values():
+            await backends.close()
+
+    async def decide(self, action_id: str, decider: str, approve: bool) -> approvals.Decision:
+        """Approve or reject a pending action, then tell the customer's conversation. Who is an
+        approver is the gate's answer, on every surface."""
         decision = await approvals.decide(
             action_id, decider, approve, store=self.store, executor=self.executor,
-            make_context=self.context_for_action, is_approver=is_approver or self.is_configured_approver,
+            make_context=self.context_for_action, is_approver=self.gate.is_approver,
         )
-        if decision.status in ("approved", "rejected", "failed") and decision.action:
+        # A failed execution is not told: the request is pending again, and the customer hears
+        # when it is approved, rejected, or expires.
+        if decision.status in ("approved", "rejected") and decision.action:
             await self.orchestrator.notify(decision.action.session_id, customer_notice(decision),
                                            action_id=action_id, decision=decision.status)
         return decision
@@ -122,11 +139,8 @@ class Runtime:
         tenant_id = session["tenant_id"]
         history = await self.store.history(session_id, 12)
         excerpt = "\n".join(f"{m['role']}: {m['text']}" for m in history)[-4000:]
-        ctx = HandContext(
-            tenant_id=tenant_id, session_id=session_id, user_id=user_id, channel=session["channel"],
-            correlation_id=f"handoff-{trigger}"[:64], policy=self.settings.policy(tenant_id),
-            backends=self.backends_for(tenant_id), store=self.store, kb=self.kb, inbox_id=trigger,
-        )
+        ctx = self.hand_context(tenant_id, session_id, user_id, session["channel"], f"handoff-{trigger}"[:64],
+                                inbox_id=trigger)
         return await self.executor.run(PlanStep(tool="escalate_to_human", args={
             "reason": reason[:500], "transcript_excerpt": excerpt}), ctx)
 
@@ -167,10 +181,8 @@ def customer_notice(decision: approvals.Decision) -> str:
         data = decision.result.data or {}
         return (f"Good news: your refund of {data.get('amount', 0):.2f} for order {data.get('order_id', order)} "
                 f"was approved ({data.get('refund_id', '')}). It goes back to your original payment method.")
-    if decision.status == "rejected":
-        return (f"A teammate reviewed the refund request for order {order} and couldn't approve it. "
-                "They'll follow up with you about other options.")
-    return f"Your refund for order {order} was approved but hit a problem. A teammate will follow up."
+    return (f"A teammate reviewed the refund request for order {order} and couldn't approve it. "
+            "They'll follow up with you about other options.")
 
 
 @asynccontextmanager
@@ -178,37 +190,39 @@ async def open_runtime(settings: Settings | None = None, *, planner: Planner | N
                        registry: ToolRegistry | None = None, clock=None):
     settings = settings or load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
-    store = AsyncStore(Store(settings.db_path))
-    shop = DemoShop(settings.shop_db_path, FIXTURES / "shop.json")
-    registry = registry or default_registry()
-    breaker_args = dict(failures_to_open=settings.breaker_failures, window_s=settings.breaker_window_s,
-                        cooldown_s=settings.breaker_cooldown_s)
-    if clock is not None:
-        breaker_args["clock"] = clock
-    executor = HandsExecutor(
-        registry, default_timeout_s=settings.tool_timeout_s, default_rate_per_s=settings.rate_per_second,
-        breakers=BreakerBoard(**breaker_args), **({"clock": clock} if clock else {}),
-    )
-    kb = open_kb(settings)
-    # A planner built here is closed here (the LLM planner's HTTP client); one passed in
-    # belongs to the caller.
-    built = None if planner is not None else build_planner(settings, registry)
-    rt = Runtime(settings=settings, store=store, registry=registry, executor=executor,
-                 orchestrator=None, shop=shop, kb=kb)  # type: ignore[arg-type]
-    rt.orchestrator = Orchestrator(
-        settings=settings, store=store, executor=executor,
-        planner=planner or built, registry=registry,
-        backends_for=rt.backends_for, kb=kb,
-    )
-    rt.metrics = rt.orchestrator.metrics = executor.metrics = DeskhandMetrics(settings.db_path, executor.breakers)
-    try:
+    # Each resource is registered as soon as it is open, so whatever fails later (a corrupt
+    # shop file, a planner setting the HTTP client refuses) closes what was already open, in
+    # reverse order; so does the end of the block.
+    async with AsyncExitStack() as resources:
+        # SQLite in `home`, or PostgreSQL when DESKHAND_DATABASE_URL is set: the same methods.
+        store = await resources.enter_async_context(open_store(settings))
+        shop = DemoShop(settings.shop_db_path, FIXTURES / "shop.json")
+        resources.push_async_callback(shop.close)
+        registry = registry or default_registry()
+        breaker_args = dict(failures_to_open=settings.breaker_failures, window_s=settings.breaker_window_s,
+                            cooldown_s=settings.breaker_cooldown_s)
+        if clock is not None:
+            breaker_args["clock"] = clock
+        executor = HandsExecutor(
+            registry, default_timeout_s=settings.tool_timeout_s, default_rate_per_s=settings.rate_per_second,
+            breakers=BreakerBoard(**breaker_args), **({"clock": clock} if clock else {}),
+        )
+        kb = open_kb(settings)
+        if kb is not None:
+            resources.callback(kb.close)
+        # A planner built here is closed here (the LLM planner's HTTP client); one passed in
+        # belongs to the caller.
+        if planner is None:
+            planner = build_planner(settings, registry)
+            if hasattr(planner, "aclose"):
+                resources.push_async_callback(planner.aclose)
+        rt = Runtime(settings=settings, store=store, registry=registry, executor=executor,
+                     orchestrator=None, shop=shop, kb=kb,  # type: ignore[arg-type]
+                     gate=PolicyGate(settings.policy, registry, store))
+        resources.push_async_callback(rt.close_backends)
+        rt.orchestrator = Orchestrator(
+            settings=settings, store=store, executor=executor, planner=planner, registry=registry,
+            hand_context=rt.hand_context,
+        )
+        rt.metrics = rt.orchestrator.metrics = executor.metrics = DeskhandMetrics(store_location(settings), executor.breakers)
         yield rt
-    finally:
-        for backends in rt._http_backends.values():
-            await backends.close()
-        await shop.close()
-        if kb is not None and hasattr(kb, "close"):
-            kb.close()
-        if built is not None and hasattr(built, "aclose"):
-            await built.aclose()
-        store.close()

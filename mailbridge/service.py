@@ -1,18 +1,21 @@
 """The mail bridge wired into Deskhand: mail in, turns through the orchestrator, replies out.
 
-    async with open_runtime(settings) as rt, MailBridge(rt).running(), rt.orchestrator.running():
+    async with open_runtime(settings) as rt, MailBridge(rt).running() as bridge, \
+            rt.orchestrator.delivering_to(Surfaces(email=bridge.responder)), rt.orchestrator.running():
         ...  # SMTP (and IMAP) in, replies out through the relay
 
 `deskhand mail serve` runs exactly that; `mail_lifespan(rt)` is the same bridge for
 `deskhand run`, started only when the settings ask for mail.
 
-`MailBridge(runtime)` registers its `EmailResponder` as `orchestrator.responders["email"]`.
+`MailBridge(runtime).responder` is its `EmailResponder`: the wiring gives it to the
+orchestrator (`Surfaces.email`) and, in `deskhand run`, to Slack (its `TeammateMail` port).
 `running()` starts, on the current loop and owned by one task group:
 1. the SMTP receiver on `smtp_host:smtp_port` (only `smtp_recipients`; the spool under
    `home/mail/spool`), unless `running(smtp=False)` (an IMAP-only mailbox);
 2. the IMAP poller, when `imap_host` is set;
-3. the outbox sender: every queued email, through the relay (`relay_*`), retried with
-   backoff; on start, whatever a previous process left pending is tried at once.
+3. the outbox sender: every queued email, through the relay (`relay_*`), retried as the
+   outbox's one policy says (bot/outbox_policy.py) and given up to `deskhand dlq` after the
+   last attempt; on start, whatever a previous process left pending is tried at once.
 On exit the receivers stop first (in-flight messages are finished and stored), then the
 sender. The bridge does not start the orchestrator's workers: whoever serves Slack does, or
 `deskhand mail serve`. Put the bridge outside them, as above, so that the queue drains
@@ -43,11 +46,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from bot.contracts import MessageEnvelope, PlanStep
-from bot.hands.context import HandContext
+import structlog
+from bot.contracts import MessageEnvelope, PlanStep, new_correlation_id
 from bot.logs import get_logger
+from bot.outbox_policy import RetryPolicy
 from bot.shadow import is_shadow
 from bot.store import SKIPPED
+from bot.surfaces import Surfaces
 from mailbridge.imap import ImapConfig, ImapPoller
 from mailbridge.inbound import Disposition, build_envelope, duplicate_id, notable
 from mailbridge.mirror import LogMirror, MailMirror
@@ -65,10 +70,9 @@ ACTOR = "mailbridge"  # the audit log's actor for what the bridge does on its ow
 
 @dataclass
 class MailOptions:
-    outbox_base_delay_s: float = 30.0  # first retry; doubles up to outbox_max_delay_s
-    outbox_max_delay_s: float = 3600.0
-    outbox_max_attempts: int = 10  # then the item is `failed` and the team is told
-    outbox_poll_s: float = 15.0  # the sender also wakes at once when a reply is queued
+    # How often the sender looks at the outbox; it also wakes at once when a reply is queued.
+    # The waits between attempts and their number are the outbox's one policy (DESKHAND_OUTBOX_*).
+    outbox_poll_s: float = 15.0
     mirror_timeout_s: float = 5.0
 
 
@@ -100,12 +104,10 @@ class MailBridge:
         self.spool_dir: Path = self.settings.home / "mail" / "spool"
         self.outbox = Outbox(
             StoreOutbox(self.store), RelayConfig.from_settings(self.settings),
-            base_delay_s=self.options.outbox_base_delay_s, max_delay_s=self.options.outbox_max_delay_s,
-            max_attempts=self.options.outbox_max_attempts,
+            policy=RetryPolicy.from_settings(self.settings),
         )
         self.responder = EmailResponder(store=self.store, settings=self.settings, outbox=self.outbox,
                                         mirror=self.mirror, call_mirror=self._call_mirror)
-        runtime.orchestrator.responders[CHANNEL] = self.responder
         self.smtp: SmtpServer | None = None
 
     # -- lifespan -------------------------------------------------------------------------
@@ -157,29 +159,32 @@ class MailBridge:
         session_id = resolve_thread(parsed, known.get)
         envelope = build_envelope(parsed, tenant_id=tenant, session_id=session_id, policy=settings.policy(tenant),
                                   mail_from=settings.mail_from, envelope_from=envelope_from, rcpt_tos=rcpt_tos)
-        flags = envelope.metadata["flags"]
-        disposition = Disposition(envelope.metadata["disposition"])
-        raw_path = str(eml_path)
+        # Every line this email logs carries its correlation id (an IMAP poller's other lines do not).
+        with structlog.contextvars.bound_contextvars(correlation_id=envelope.correlation_id, tenant_id=tenant,
+                                                     session_id=session_id, channel=CHANNEL):
+            flags = envelope.metadata["flags"]
+            disposition = Disposition(envelope.metadata["disposition"])
+            raw_path = str(eml_path)
 
-        if disposition is Disposition.answer:
-            fresh = await self.runtime.orchestrator.accept(envelope, flags=flags, raw_path=raw_path)
-        elif disposition is Disposition.human:
-            fresh = await self._to_human(envelope, flags, raw_path)
-        else:
-            fresh = await store.inbox_add(envelope, flags=flags, raw_path=raw_path, status=SKIPPED,
-                                          outcome=_held_outcome(envelope, "automatic mail is not answered"))
-        if not fresh:
-            existing = await store.inbox_get(envelope.id)
-            if existing is not None and existing["raw_path"] != raw_path:
-                return await self._duplicate(envelope, raw, raw_path, existing["id"])
-            # The same bytes again: the sender did not see our answer (we may have stopped
-            # before it). Everything below is idempotent or at least once.
-        await store.email_thread_record(parsed.thread_keys, session_id, tenant)
-        await self._call_mirror("inbound", self.mirror.inbound(envelope, disposition=disposition.value))
-        await self._tell_team(envelope, disposition)
-        log.info("mail_received", inbox_id=envelope.id, session_id=session_id, disposition=disposition.value,
-                 fresh=fresh, flags=flags)
-        return InboundResult(envelope=envelope, disposition=disposition, fresh=fresh)
+            if disposition is Disposition.answer:
+                fresh = await self.runtime.orchestrator.accept(envelope, flags=flags, raw_path=raw_path)
+            elif disposition is Disposition.human:
+                fresh = await self._to_human(envelope, flags, raw_path)
+            else:
+                fresh = await store.inbox_add(envelope, flags=flags, raw_path=raw_path, status=SKIPPED,
+                                              outcome=_held_outcome(envelope, "automatic mail is not answered"))
+            if not fresh:
+                existing = await store.inbox_get(envelope.id)
+                if existing is not None and existing["raw_path"] != raw_path:
+                    return await self._duplicate(envelope, raw, raw_path, existing["id"])
+                # The same bytes again: the sender did not see our answer (we may have stopped
+                # before it). Everything below is idempotent or at least once.
+            await store.email_thread_record(parsed.thread_keys, session_id, tenant)
+            await self._call_mirror("inbound", self.mirror.inbound(envelope, disposition=disposition.value))
+            await self._tell_team(envelope, disposition)
+            log.info("mail_received", inbox_id=envelope.id, session_id=session_id, disposition=disposition.value,
+                     fresh=fresh, flags=flags)
+            return InboundResult(envelope=envelope, disposition=disposition, fresh=fresh)
 
     async def _to_human(self, envelope: MessageEnvelope, flags: list[str], raw_path: str) -> bool:
         """Hand the conversation to a teammate, then accept the message: its turn finds the
@@ -189,12 +194,10 @@ class MailBridge:
             return False
         await store.session_get_or_create(envelope)
         reason = "email needs a person: " + ", ".join(notable(flags) or flags)
-        ctx = HandContext(
-            tenant_id=envelope.tenant_id, session_id=envelope.session_id, user_id=envelope.user_id,
-            channel=CHANNEL, correlation_id=f"mail-{envelope.id}"[:64],
-            policy=self.settings.policy(envelope.tenant_id), backends=self.runtime.backends_for(envelope.tenant_id),
-            store=store, kb=self.runtime.kb, verified_email=envelope.metadata.get("verified_email"),
-            inbox_id=envelope.id, shadow=is_shadow(self.settings.policy(envelope.tenant_id), CHANNEL),
+        ctx = self.runtime.hand_context(
+            envelope.tenant_id, envelope.session_id, envelope.user_id, CHANNEL, envelope.correlation_id,
+            verified_email=envelope.metadata.get("verified_email"), inbox_id=envelope.id,
+            shadow=is_shadow(self.settings.policy(envelope.tenant_id), CHANNEL),
         )
         result = await self.runtime.executor.run(PlanStep(tool="escalate_to_human", args={
             "reason": reason[:500], "transcript_excerpt": envelope.text[:4000]}), ctx)
@@ -206,7 +209,8 @@ class MailBridge:
 
     async def _duplicate(self, envelope: MessageEnvelope, raw: bytes, raw_path: str, original: str) -> InboundResult:
         store = self.store
-        dup = envelope.model_copy(update={"id": duplicate_id(envelope.tenant_id, raw)})
+        dup_id = duplicate_id(envelope.tenant_id, raw)
+        dup = envelope.model_copy(update={"id": dup_id, "correlation_id": new_correlation_id(f"email:{dup_id}")})
         flags = [*envelope.metadata["flags"], "duplicate_message_id"]
         fresh = await store.inbox_add(dup, flags=flags, raw_path=raw_path, status=SKIPPED,
                                       outcome=_held_outcome(dup, f"reuses the Message-ID of {original}"))
@@ -283,9 +287,7 @@ def _held_outcome(envelope: MessageEnvelope, reason: str) -> dict:
 async def mail_lifespan(runtime, *, mirror: MailMirror | None = None,
                         options: MailOptions | None = None) -> AsyncIterator[MailBridge | None]:
     """The bridge when the settings ask for mail (`smtp_enabled`, or an `imap_host`), else
-    nothing. For `deskhand run`, outside the Slack lifespan:
-
-        async with open_runtime(settings) as rt, mail_lifespan(rt), serve(rt): ...
+    nothing. For `deskhand run`, outside the Slack lifespan, which bot/run.py wires to it.
     """
     settings = runtime.settings
     if not (settings.smtp_enabled or settings.imap_host):
@@ -305,7 +307,7 @@ async def serve_until_stopped(runtime, *, mirror: MailMirror | None = None, opti
         loop.add_signal_handler(sig, stopping.set)
     try:
         async with MailBridge(runtime, mirror=mirror, options=options).running() as bridge, \
-                runtime.orchestrator.running():
+                runtime.orchestrator.delivering_to(Surfaces(email=bridge.responder)), runtime.orchestrator.running():
             if on_ready is not None:
                 on_ready(bridge)
             await stopping.wait()

@@ -22,9 +22,10 @@ from bot.contracts import BrainPlan, Citation
 from bot.runtime import open_runtime
 from bot.slack import blocks as bk
 from bot.slack.app import SlackCredentials, SlackOptions, serve
-from bot.slack.ids import message_id, placeholder_key, session_id
+from bot.slack_ids import message_id, placeholder_key, session_id
 from bot.store import Store
 from slack_emulator import SlackEmulator, Workspace
+from tests.test_dead_letters import dlq
 
 ACME, GLOBEX = "T0ACME0001", "T0GLOBEX01"
 ALICE, BOB, CAROL, DAVE, ERIN = "U0ALICE01", "U0BOB0001", "U0CAROL01", "U0DAVE001", "U0ERIN001"
@@ -614,6 +615,43 @@ async def test_a_failed_reply_is_kept_in_the_outbox_and_sent_later(emu, settings
 
     assert [c.response["ok"] for c in emu.calls_to("chat.update")] == [False, True]
     assert [(r["status"], r["payload"]["op"]) for r in rows] == [("sent", "update")]
+
+
+async def until(probe, timeout: float = 10):
+    """Wait until the coroutine function `probe` returns something truthy: for store state."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := await probe()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting for the expected state")
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def test_a_post_that_keeps_failing_is_given_up_to_the_dlq_and_retried_from_there(emu, settings):
+    bounded = load_settings(home=settings.home, slack_bot_token=settings.slack_bot_token,
+                            slack_app_token=settings.slack_app_token, slack_api_url=settings.slack_api_url,
+                            tenants_file=settings.tenants_file, outbox_max_attempts=3,
+                            outbox_backoff_base_s=0.01, outbox_backoff_max_s=0.05)
+    emu.fail_next("chat.postMessage", error="internal_error", times=3)  # then Slack is back
+    async with deskhand(bounded) as (rt, slack):
+        await slack.responder.queue({"op": "post", "team": ACME, "channel": SUPPORT, "text": "A card"},
+                                    key="card:1")
+        [row] = await until(lambda: rt.store.outbox_rows("failed", "slack"))
+        assert row["attempts"] == 3 and row["last_error"] == "slack:internal_error"
+        assert len(posts(emu, SUPPORT)) == 3  # given up: not tried a fourth time
+        listed = await asyncio.to_thread(dlq, "list", home=bounded.home)
+        assert listed.returncode == 0, listed.stderr
+        assert f"outbox:{row['id']}" in listed.stdout and "slack:internal_error" in listed.stdout
+
+        retried = await asyncio.to_thread(dlq, "retry", f"outbox:{row['id']}", "--as", "U_LEAD", home=bounded.home)
+        assert retried.returncode == 0, retried.stderr
+        await emu.wait_for_call("chat.postMessage", lambda c: c.response["ok"] and c.params["channel"] == SUPPORT)
+        [row] = await until(lambda: rt.store.outbox_rows("sent", "slack"))
+        audit = [a["action"] for a in await rt.store.audit_entries(f"outbox:{row['id']}")]
+
+    assert [c.response["ok"] for c in posts(emu, SUPPORT)] == [False, False, False, True]
+    assert audit == ["outbox_dead_letter", "dlq_retry"]
+    assert f"outbox:{row['id']}" not in (await asyncio.to_thread(dlq, "list", home=bounded.home)).stdout
 
 
 async def test_disconnect_and_dropped_socket_reconnect_and_nothing_is_lost(emu, settings):

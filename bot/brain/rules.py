@@ -77,13 +77,14 @@ class RulesPlanner:
 
     @staticmethod
     def _kb_search(context: PlanContext) -> list[PlanStep]:
-        if "search_kb" not in context.tool_names() or not context.policy.tool_allowed("search_kb"):
+        if "search_kb" not in context.allowed_tool_names():
             return []
         return [PlanStep(tool="search_kb", args={"query": context.text[:2000]})]
 
     def _plan_for(self, intent: str, confidence: float, context: PlanContext, order_id: str | None) -> BrainPlan:
         tools = policy.tools_for(intent, context.policy.intent_plans)
-        allowed = [t for t in tools if t in context.tool_names() and context.policy.tool_allowed(t)]
+        offered = context.allowed_tool_names()
+        allowed = [t for t in tools if t in offered]
         if intent in policy.NEEDS_ORDER_ID and not order_id:
             if intent in policy.ORDER_LOOKUP and context.verified_email and "get_order_status" in allowed:
                 return BrainPlan(intent=intent, confidence=confidence, steps=[
