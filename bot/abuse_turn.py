@@ -22,7 +22,6 @@ from datetime import datetime
 from bot.brain.abuse import HARASSMENT, HATE, INSULT, SELF_HARM, THREAT, AbuseVerdict
 from bot.brain.drafting import OFFER_HUMAN, Draft
 from bot.contracts import BrainPlan, MessageEnvelope, PlanStep, ToolResult
-from bot.store.reports import flagged_inbox_rows
 
 ABUSE_INTENT = "abuse"
 FLAG_PREFIX = "abuse:"
@@ -97,11 +96,11 @@ def abuse_flag(flags_json: str | None) -> str | None:
     return None
 
 
-def build_abuse_report(db, *, tenant: str | None = None, since: datetime | None = None, latest: int = 5) -> dict:
+async def build_abuse_report(store, *, tenant: str | None = None, since: datetime | None = None, latest: int = 5) -> dict:
     """`deskhand report`'s abuse section: flagged turns by category and the latest few."""
     by_category: Counter[str] = Counter()
     flagged: list[dict] = []
-    rows = flagged_inbox_rows(db, tenant, since, FLAG_PREFIX)
+    rows = await store.report_flagged_inbox_rows(tenant, since, FLAG_PREFIX)
     for inbox_id, session_id, received_at, flags, correlation_id in rows:
         category = abuse_flag(flags)
         if category:

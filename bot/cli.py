@@ -336,13 +336,16 @@ def pending(tenant: Optional[str] = TenantOpt) -> None:
 
     Example:  deskhand pending
     """
-    from bot.store import Store
+    from bot.store.factory import open_store
 
     settings = _settings()
-    store = Store(settings.db_path)
-    for a in store.pending_list(tenant):
+
+    async def main() -> list:
+        async with open_store(settings) as store:
+            return await store.pending_list(tenant)
+
+    for a in _run(main()):
         typer.echo(f"{a.id}  {a.tool}  {json.dumps(a.args)}  requested by {a.requested_by}")
-    store.close()
 
 
 @app.command("eval")
@@ -377,13 +380,16 @@ def trace(correlation_id: str) -> None:
 
     Example:  deskhand trace 3f9c2a1b7d4e5f60
     """
-    from bot.store import Store
+    from bot.store.factory import open_store
     from bot.timeline import timeline
 
     settings = _settings()
-    store = Store(settings.db_path)
-    spans = store.traces_for(correlation_id)
-    store.close()
+
+    async def main() -> list[dict]:
+        async with open_store(settings) as store:
+            return await store.traces_for(correlation_id)
+
+    spans = _run(main())
     if not spans:
         typer.echo(f"no spans for {correlation_id}", err=True)
         raise typer.Exit(1)
@@ -411,7 +417,7 @@ def replay_cmd(
     from bot.hands.registry import default_registry
     from bot.replay import replay
     from bot.runtime import build_planner
-    from bot.store import Store
+    from bot.store.factory import open_store
 
     settings = _settings()
     if answers:
@@ -421,10 +427,13 @@ def replay_cmd(
                                  show_all=show_all, echo=typer.echo))
         return
     registry = default_registry()
-    store = Store(settings.db_path)
-    diffs = _run(replay(store, build_planner(settings, registry), settings, registry, limit, tenant,
-                        downvoted=downvoted))
-    store.close()
+
+    async def main() -> list:
+        async with open_store(settings) as store:
+            return await replay(store, build_planner(settings, registry), settings, registry, limit, tenant,
+                                downvoted=downvoted)
+
+    diffs = _run(main())
     for d in diffs:
         if d.changed or show_all:
             mark = "CHANGED" if d.changed else "same   "

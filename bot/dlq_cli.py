@@ -11,6 +11,7 @@ stays, for the audit trail. Both are recorded in the audit log.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 from typing import Optional
@@ -47,10 +48,12 @@ def _dlq() -> None:
 
 
 def _open_store():
+    """The configured store, to `async with`: PostgreSQL when DESKHAND_DATABASE_URL is set, else
+    the SQLite file (bot/store/factory.py)."""
     from bot.cli import _settings  # the CLI's settings and logging, loaded at call time
-    from bot.store import Store
+    from bot.store.factory import open_store
 
-    return Store(_settings().db_path)
+    return open_store(_settings())
 
 
 def _fail(message: str) -> None:
@@ -69,19 +72,19 @@ def list_cmd(status: str = StatusOpt, every: bool = AllOpt, tenant: Optional[str
 
     Example:  deskhand dlq list --all
     """
-    store = _open_store()
-    try:
-        rows = store.dead_letters(None if every else status, tenant)
-        for row in rows:
-            typer.echo(f"{row['inbox_id']}  {row['tenant_id']}  {row['status']}  attempts={row['attempts']}"
-                       f"  {row['dead_at']}  {row['error']}")
-        given_up = store.outbox_dead_letters(None if every else status, tenant)
-        for row in given_up:
-            typer.echo(f"{row['ref']}  {row['tenant_id']}  {row['dead_status']}  attempts={row['attempts']}"
-                       f"  {row['created_at']}  {row['channel']}: {row['last_error']}")
-        typer.echo(f"{len(rows) + len(given_up)} dead letter(s)")
-    finally:
-        store.close()
+    async def read() -> tuple[list[dict], list[dict]]:
+        async with _open_store() as store:
+            return (await store.dead_letters(None if every else status, tenant),
+                    await store.outbox_dead_letters(None if every else status, tenant))
+
+    rows, given_up = asyncio.run(read())
+    for row in rows:
+        typer.echo(f"{row['inbox_id']}  {row['tenant_id']}  {row['status']}  attempts={row['attempts']}"
+                   f"  {row['dead_at']}  {row['error']}")
+    for row in given_up:
+        typer.echo(f"{row['ref']}  {row['tenant_id']}  {row['dead_status']}  attempts={row['attempts']}"
+                   f"  {row['created_at']}  {row['channel']}: {row['last_error']}")
+    typer.echo(f"{len(rows) + len(given_up)} dead letter(s)")
 
 
 @dlq_app.command("show")
@@ -94,15 +97,14 @@ def show_cmd(inbox_id: str, as_json: bool = typer.Option(False, "--json", help="
     if (outbox_id := outbox_id_of(inbox_id)) is not None:
         _show_outbox(inbox_id, outbox_id, as_json)
         return
-    store = _open_store()
-    try:
-        row = store.dead_letter_get(inbox_id)
-        if row is None:
-            _fail(f"No dead letter {inbox_id!r}; `deskhand dlq list --all` lists them.")
-        audit = [{"ts": a["ts"], "actor": a["actor"], "action": a["action"]}
-                 for a in store.audit_entries(inbox_id)]
-    finally:
-        store.close()
+    async def read() -> tuple[dict | None, list[dict]]:
+        async with _open_store() as store:
+            return await store.dead_letter_get(inbox_id), await store.audit_entries(inbox_id)
+
+    row, entries = asyncio.run(read())
+    if row is None:
+        _fail(f"No dead letter {inbox_id!r}; `deskhand dlq list --all` lists them.")
+    audit = [{"ts": a["ts"], "actor": a["actor"], "action": a["action"]} for a in entries]
     envelope = MessageEnvelope.model_validate_json(row["envelope"])
     details = {
         "inbox_id": row["inbox_id"], "tenant_id": row["tenant_id"], "session_id": row["session_id"],
@@ -115,12 +117,12 @@ def show_cmd(inbox_id: str, as_json: bool = typer.Option(False, "--json", help="
 
 
 def _show_outbox(ref: str, outbox_id: int, as_json: bool) -> None:
-    store = _open_store()
-    try:
-        row = store.outbox_dead_letter_get(outbox_id)
-        audit = [{"ts": a["ts"], "actor": a["actor"], "action": a["action"]} for a in store.audit_entries(ref)]
-    finally:
-        store.close()
+    async def read() -> tuple[dict | None, list[dict]]:
+        async with _open_store() as store:
+            return await store.outbox_dead_letter_get(outbox_id), await store.audit_entries(ref)
+
+    row, entries = asyncio.run(read())
+    audit = [{"ts": a["ts"], "actor": a["actor"], "action": a["action"]} for a in entries]
     if row is None:
         _fail(f"No dead letter {ref!r}; `deskhand dlq list --all` lists them.")
     payload = row["payload"]
@@ -147,18 +149,19 @@ def _echo_details(details: dict, as_json: bool) -> None:
 
 def _decide(inbox_id: str, actor: str | None, verb: str) -> None:
     outbox_id = outbox_id_of(inbox_id)
-    store = _open_store()
-    try:
-        who = actor or _default_actor()
-        if outbox_id is not None:
-            decide = store.outbox_dead_letter_retry if verb == "retry" else store.outbox_dead_letter_drop
-            was = decide(outbox_id, who)
-        elif verb == "retry":
-            was = store.dead_letter_retry(inbox_id, who)
-        else:
-            was = store.dead_letter_drop(inbox_id, who)
-    finally:
-        store.close()
+    who = actor or _default_actor()
+
+    async def decide() -> str | None:
+        async with _open_store() as store:
+            if outbox_id is not None:
+                if verb == "retry":
+                    return await store.outbox_dead_letter_retry(outbox_id, who)
+                return await store.outbox_dead_letter_drop(outbox_id, who)
+            if verb == "retry":
+                return await store.dead_letter_retry(inbox_id, who)
+            return await store.dead_letter_drop(inbox_id, who)
+
+    was = asyncio.run(decide())
     if was is None:
         _fail(f"No dead letter {inbox_id!r}; `deskhand dlq list --all` lists them.")
     if was != DEAD:

@@ -14,8 +14,6 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from bot.store.reports import feedback_rows
-
 LATEST_DOWNVOTES = 10
 EXCERPT = 160
 
@@ -32,10 +30,10 @@ def _excerpt(text: str | None) -> str:
     return text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "…"
 
 
-def build_feedback_report(db, *, tenant: str | None = None, since: datetime | None = None,
+async def build_feedback_report(store, *, tenant: str | None = None, since: datetime | None = None,
                           latest: int = LATEST_DOWNVOTES) -> dict:
-    """The feedback section of the report, from a sqlite-utils `Database`."""
-    rows = feedback_rows(db, tenant, since)
+    """The feedback section of the report, from the store (either backend)."""
+    rows = await store.report_feedback_rows(tenant, since)
 
     votes: dict[tuple[str, str], dict] = {}  # (answer, person) -> their latest vote
     for fid, tenant_id, inbox_id, user, value, ts, reasons, comment, envelope, outcome, cid in rows:

@@ -7,12 +7,16 @@ would now be routed differently. Nothing is executed and nothing is written.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.brain.base import PlanContext
 from bot.contracts import BrainPlan, MessageEnvelope
 from bot.hands.gate import allowed_tools
-from bot.store import Store
 from bot.store.rows import loads
+
+if TYPE_CHECKING:
+    from bot.store import AsyncStore
+    from bot.store.postgres import PgStore
 
 
 @dataclass
@@ -35,10 +39,10 @@ def _summary(plan: BrainPlan | dict | None) -> tuple[str, list[str]]:
     return (plan.intent, [s.tool for s in plan.steps])
 
 
-async def replay(store: Store, planner, settings, registry, limit: int = 200,
+async def replay(store: AsyncStore | PgStore, planner, settings, registry, limit: int = 200,
                  tenant_id: str | None = None, downvoted: bool = False) -> list[ReplayDiff]:
     diffs = []
-    for row in store.replayable_turns(limit, tenant_id, downvoted):
+    for row in await store.replayable_turns(limit, tenant_id, downvoted):
         stored = loads(row["outcome"], {}).get("plan")
         if stored is None:
             continue  # a silent turn (handed off): nothing was planned

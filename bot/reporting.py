@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
@@ -21,7 +24,6 @@ import typer
 
 from bot.abuse_turn import build_abuse_report, render_abuse_lines
 from bot.feedback import build_feedback_report, render_feedback_lines
-from bot.store import reports
 
 TURN_SPANS = ("ROUTE", "PLAN", "TOOL_LOOP", "DRAFT", "GUARD", "RESPOND")
 
@@ -43,14 +45,14 @@ def _ms(value: float | None) -> float | None:
     return round(value, 2) if value is not None else None
 
 
-def build_report(db, *, tenant: str | None = None, since: datetime | None = None) -> dict:
-    """The report as a dict, from a sqlite-utils `Database` holding Deskhand's tables (its
-    rows come from bot/store/reports.py)."""
-    channel_of = reports.turn_channels(db)
+async def build_report(store, *, tenant: str | None = None, since: datetime | None = None) -> dict:
+    """The report as a dict, from the store (an `AsyncStore` or a `PgStore`: its rows come from
+    the `report_…` methods, bot/store/reports.py)."""
+    channel_of = await store.report_turn_channels()
 
     turns: dict[str, dict] = {}
     llm_calls: list[dict] = []
-    for cid, tenant_id, span, data, duration in reports.trace_rows(db, tenant, since):
+    for cid, tenant_id, span, data, duration in await store.report_trace_rows(tenant, since):
         payload = json.loads(data) if data else {}
         if span == "llm_call":
             llm_calls.append({"cid": cid, "tenant": tenant_id, **payload, "latency_ms": duration})
@@ -69,14 +71,14 @@ def build_report(db, *, tenant: str | None = None, since: datetime | None = None
         by_channel[t["channel"]].append(t["ms"])
 
     tools: dict[str, dict] = {}
-    for tool, ok, cost_ms in reports.tool_call_rows(db, tenant, since):
+    for tool, ok, cost_ms in await store.report_tool_call_rows(tenant, since):
         entry = tools.setdefault(tool, {"calls": 0, "ok": 0, "ms": []})
         entry["calls"] += 1
         entry["ok"] += int(bool(ok))
         entry["ms"].append(cost_ms or 0.0)
 
     answered = handed_off = offered = failed = 0
-    for outcome in reports.inbox_outcomes(db, tenant, since):
+    for outcome in await store.report_inbox_outcomes(tenant, since):
         data = json.loads(outcome)
         answered += 1
         handed_off += data.get("state") == "HANDED_OFF"
@@ -120,8 +122,8 @@ def build_report(db, *, tenant: str | None = None, since: datetime | None = None
         "outcomes": {"answered": answered, "handed_off": handed_off, "handoff_rate": _rate(handed_off, answered),
                      "human_offered": offered, "human_offered_rate": _rate(offered, answered),
                      "failed": failed},
-        "feedback": build_feedback_report(db, tenant=tenant, since=since),
-        "abuse": build_abuse_report(db, tenant=tenant, since=since),
+        "feedback": await build_feedback_report(store, tenant=tenant, since=since),
+        "abuse": await build_abuse_report(store, tenant=tenant, since=since),
         "llm": {
             "calls": len(llm_calls),
             "tokens_in": sum(int(c.get("tokens_in") or 0) for c in llm_calls),
@@ -198,18 +200,33 @@ def report(
     Example:  deskhand report --shadow --since-hours 168
     """
     from bot.config import load_settings
-    from bot.store import Store
+    from bot.store.factory import open_store
 
-    store = Store(db or load_settings().db_path)
+    since = datetime.now(timezone.utc) - timedelta(hours=since_hours) if since_hours else None
+    # The configured store (PostgreSQL when DESKHAND_DATABASE_URL is set); --db names a SQLite file.
+    opened = open_store(load_settings()) if db is None else _sqlite_file(db)
+    typer.echo(asyncio.run(_report_text(opened, tenant=tenant, since=since, as_json=as_json, shadow=shadow)))
+
+
+@asynccontextmanager
+async def _sqlite_file(path: Path) -> AsyncIterator:
+    from bot.store import AsyncStore, Store
+
+    store = AsyncStore(Store(path))
     try:
-        since = datetime.now(timezone.utc) - timedelta(hours=since_hours) if since_hours else None
+        yield store
+    finally:
+        store.close()
+
+
+async def _report_text(opened, *, tenant: str | None, since: datetime | None, as_json: bool,
+                       shadow: bool) -> str:
+    """The report (or, with `shadow`, the shadow turns) as printed, from the store `opened` opens."""
+    async with opened as store:
         if shadow:
             from bot.shadow_report import build_shadow_report, render_shadow_text
 
-            rep = build_shadow_report(store, tenant=tenant, since=since)
-            typer.echo(json.dumps(rep, indent=2, ensure_ascii=False) if as_json else render_shadow_text(rep))
-            return
-        rep = build_report(store.db, tenant=tenant, since=since)
-    finally:
-        store.close()
-    typer.echo(json.dumps(rep, indent=2) if as_json else render_text(rep))
+            rep = await build_shadow_report(store, tenant=tenant, since=since)
+            return json.dumps(rep, indent=2, ensure_ascii=False) if as_json else render_shadow_text(rep)
+        rep = await build_report(store, tenant=tenant, since=since)
+    return json.dumps(rep, indent=2) if as_json else render_text(rep)

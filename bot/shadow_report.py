@@ -11,9 +11,9 @@ import json
 from datetime import datetime, timezone
 
 
-def build_shadow_report(store, *, tenant: str | None = None, since: datetime | None = None) -> dict:
-    """The shadow turns as a dict, from a `Store`, oldest first."""
-    runs = store.shadow_runs(tenant_id=tenant, since=since.astimezone(timezone.utc).isoformat() if since else None)
+async def build_shadow_report(store, *, tenant: str | None = None, since: datetime | None = None) -> dict:
+    """The shadow turns as a dict, from the store (either backend), oldest first."""
+    runs = await store.shadow_runs(tenant_id=tenant, since=since.astimezone(timezone.utc).isoformat() if since else None)
     return {
         "filters": {"tenant": tenant, "since": since.isoformat() if since else None},
         "count": len(runs),

@@ -86,18 +86,18 @@ def outbox_cmd(
 
         deskhand mail outbox --status failed
     """
-    from bot.store import Store
+    from bot.store.factory import open_store
 
     if status not in ("pending", "sent", "failed", "dropped", "all"):
         typer.echo("--status must be pending, sent, failed, dropped or all", err=True)
         raise typer.Exit(2)
     settings = _settings()
-    store = Store(settings.db_path)
-    try:
-        rows = store.outbox_rows(None if status == "all" else status, channel="email")
-    finally:
-        store.close()
-    rows = list(reversed(rows))[:limit]
+
+    async def read() -> list[dict]:
+        async with open_store(settings) as store:
+            return await store.outbox_rows(None if status == "all" else status, channel="email")
+
+    rows = list(reversed(asyncio.run(read())))[:limit]
     if not rows:
         typer.echo("No outgoing email." if status == "all" else f"No {status} email.")
         return
@@ -129,20 +129,23 @@ def retry_cmd(item_id: int = typer.Argument(..., help="The outbox item's id (see
 
         deskhand mail retry 12
     """
-    from bot.store import Store
+    from bot.store.factory import open_store
 
     settings = _settings()
-    store = Store(settings.db_path)
-    try:
-        rows = [r for r in store.outbox_rows(channel="email") if r["id"] == item_id]
-        if not rows:
-            typer.echo(f"No outgoing email {item_id}.", err=True)
-            raise typer.Exit(1)
-        if not store.outbox_requeue(item_id):
-            typer.echo(f"Email {item_id} was already {rows[0]['status']}.", err=True)
-            raise typer.Exit(1)
-    finally:
-        store.close()
+
+    async def requeue() -> str | None:
+        """None once queued again; else why not."""
+        async with open_store(settings) as store:
+            rows = [r for r in await store.outbox_rows(channel="email") if r["id"] == item_id]
+            if not rows:
+                return f"No outgoing email {item_id}."
+            if not await store.outbox_requeue(item_id):
+                return f"Email {item_id} was already {rows[0]['status']}."
+            return None
+
+    if (refused := asyncio.run(requeue())) is not None:
+        typer.echo(refused, err=True)
+        raise typer.Exit(1)
     typer.echo(f"Email {item_id} is queued again.")
 
 

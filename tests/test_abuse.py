@@ -104,7 +104,7 @@ async def test_the_llm_planner_never_sees_an_abusive_message(tmp_path):
 async def test_the_report_counts_flagged_turns_by_category(rt):
     for text in (NEUTRAL["insult"], "you moron", NEUTRAL["hate"], "where is my order A-1042?"):
         await ask(rt, text, session=f"s-{text}")
-    report = build_report(rt.store.sync.db)
+    report = await build_report(rt.store)
     assert report["abuse"]["flagged"] == 3 and report["abuse"]["by_category"] == {"insult": 2, "hate": 1}
     assert "Abuse filter: 3 turns flagged" in render_text(report)
 

@@ -137,7 +137,7 @@ def test_a_submission_keeps_only_the_offered_reasons():
 def test_a_changed_vote_counts_once_and_reasons_only_reach_the_clickers_own_downvote(tmp_path):
     from bot.contracts import BrainPlan, Channel, MessageEnvelope
     from bot.feedback import build_feedback_report
-    from bot.store import Store
+    from bot.store import AsyncStore, Store
 
     store = Store(tmp_path / "deskhand.db")
     env = MessageEnvelope(tenant_id=ACME, channel=Channel.slack_dm, user_id=ALICE, session_id="s-1",
@@ -153,9 +153,10 @@ def test_a_changed_vote_counts_once_and_reasons_only_reach_the_clickers_own_down
                store.feedback_add_reasons(down, ACME, "U0BOB0001", ["other"], "x"),  # someone else
                store.feedback_add_reasons(down - 1, ACME, ALICE, ["other"], "x")]  # a 👍
     stored = store.feedback_add_reasons(down, ACME, ALICE, ["wrong_answer"], f"my card is {CARD}")
-    rep = build_feedback_report(store.db)
     row = store.feedback_get(down)
-    store.close()
+    async_store = AsyncStore(store)
+    rep = asyncio.run(build_feedback_report(async_store))
+    async_store.close()  # closes the Store too
 
     assert refused == [False, False, False] and stored is True
     assert row["reasons"] == ["wrong_answer"] and CARD not in row["comment"]

@@ -39,12 +39,13 @@ async def recorded(tmp_path):
 
 
 def run_report(*args: str) -> str:
+    # The CLI runs its own event loop (asyncio.run), so the tests that call it are plain functions.
     result = CliRunner().invoke(app, ["report", *args])
     assert result.exit_code == 0, result.output
     return result.output
 
 
-async def test_report_json(recorded):
+def test_report_json(recorded):
     rep = json.loads(run_report("--db", str(recorded), "--json"))
 
     assert rep["turns"] == 3
@@ -76,7 +77,7 @@ async def test_report_json(recorded):
     assert by_model[SMALL]["calls"] == 4 and by_model[FALLBACK]["failed"] == 1
 
 
-async def test_report_text_and_tenant_filter(recorded):
+def test_report_text_and_tenant_filter(recorded):
     text = run_report("--db", str(recorded))
     assert text.startswith("Deskhand report (all tenants, all time)")
     for heading in ("Turns: 3", "Handoffs: 1 of 3 answered", "Intents:", "Tools:",

@@ -16,7 +16,7 @@
 | `feedback.py`     | a 👎's reasons                                                    |
 | `memberships.py`  | the approver user groups' members, as Slack last returned them   |
 | `rows.py`         | JSON and time helpers every table uses                           |
-| `reports.py`      | the rows `deskhand report` is computed from                      |
+| `reports.py`      | the rows `deskhand report` is computed from (`ReportTables`)     |
 | `probes.py`       | own-connection reads and probes: metrics gauges, `/readyz`, `deskhand check` |
 | `factory.py`      | `open_store`: `AsyncStore(Store(...))`, or `PgStore` when `database_url` is set |
 | `postgres.py`     | `PgStore`: the same methods on PostgreSQL (psycopg, a connection pool) |
@@ -24,6 +24,7 @@
 | `pg_migrations.py`| the same named migrations in PostgreSQL's SQL, run under an advisory lock |
 | `pg_delivery.py`  | `PgDeliveryTables`: the outbox (claimed with leases), email threads, the mirror |
 | `pg_dead_letters.py` | the dead ends on PostgreSQL: poison messages, outbox rows given up |
+| `pg_reports.py`   | `PgReportTables`: the report's reads on PostgreSQL               |
 | `pg_shadow.py`    | shadow turns and the turns `deskhand replay` re-plans, on PostgreSQL |
 | `copy.py`         | `deskhand store copy`: a SQLite home's tables into an empty PostgreSQL database |
 

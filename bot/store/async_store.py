@@ -146,6 +146,14 @@ class AsyncStore:
     usergroup_members_save = _on_store_thread(Store.usergroup_members_save)
     usergroup_members = _on_store_thread(Store.usergroup_members)
 
+    # -- The rows `deskhand report` is computed from (reports.py)
+    report_turn_channels = _on_store_thread(Store.report_turn_channels)
+    report_trace_rows = _on_store_thread(Store.report_trace_rows)
+    report_tool_call_rows = _on_store_thread(Store.report_tool_call_rows)
+    report_inbox_outcomes = _on_store_thread(Store.report_inbox_outcomes)
+    report_flagged_inbox_rows = _on_store_thread(Store.report_flagged_inbox_rows)
+    report_feedback_rows = _on_store_thread(Store.report_feedback_rows)
+
     def _serve(self) -> None:
         while True:
             batch = [self._calls.get()]

@@ -8,7 +8,8 @@ may do is decided by the database, as on SQLite: a primary key or unique index w
 idempotent result), and a conditional `UPDATE … WHERE status = 'pending'` for an approval.
 
 The core tables live here; what leaves Deskhand (outbox, email threads, the mail mirror), dead
-letters, shadow turns and replay are `PgDeliveryTables` (pg_delivery.py).
+letters, shadow turns and replay are `PgDeliveryTables` (pg_delivery.py); `deskhand report`'s
+reads are `PgReportTables` (pg_reports.py).
 
 This module is over 400 lines for the same reason as sqlite.py: it is the one class the core
 tables' SQL goes through.
@@ -24,6 +25,7 @@ from bot.contracts import MessageEnvelope, PendingAction
 from bot.redact import mask_sensitive
 from bot.store.pg_base import INBOX_COLUMNS, PgBase
 from bot.store.pg_delivery import PgDeliveryTables
+from bot.store.pg_reports import PgReportTables
 from bot.store.rows import dumps, loads, now_iso
 from bot.store.sqlite import INTAKE, PROCESSING, RECEIVED, UNFINISHED
 
@@ -49,7 +51,7 @@ def _merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
-class PgStore(PgDeliveryTables, PgBase):
+class PgStore(PgDeliveryTables, PgReportTables, PgBase):
     """The store on PostgreSQL: `async with PgStore(url) as store: await store.inbox_add(env)`."""
 
     # -- inbox ---------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 What leaves Deskhand (the outbox, email threads, the Slack mirror of email) is written by
 `DeliveryTables` (delivery.py), poison messages by `DeadLetterTables` (dead_letters.py),
 shadow turns by `ShadowTables` (shadow.py), a 👎's reasons by `FeedbackTables`
-(feedback.py) and the approver groups Slack last returned by `MembershipTables`
-(memberships.py); `Store` inherits them all. `Store` is synchronous and owns one connection;
+(feedback.py), the approver groups Slack last returned by `MembershipTables`
+(memberships.py) and `deskhand report`'s reads by `ReportTables` (reports.py); `Store` inherits
+them all. `Store` is synchronous and owns one connection;
 async code reaches it through `AsyncStore` (async_store.py), on one thread.
 
 This module is over 400 lines because it is the one class the core tables' SQL goes through
@@ -29,6 +30,7 @@ from bot.store.dead_letters import DeadLetterTables
 from bot.store.delivery import DeliveryTables
 from bot.store.feedback import FeedbackTables
 from bot.store.memberships import MembershipTables
+from bot.store.reports import ReportTables
 from bot.store.shadow import ShadowTables
 from bot.store.rows import dumps, loads, now_iso
 
@@ -41,7 +43,7 @@ UNFINISHED = (RECEIVED, PROCESSING, ANSWERED)
 INTAKE = "INTAKE"  # the span of a message's arrival, written with its inbox row
 
 
-class Store(DeliveryTables, DeadLetterTables, ShadowTables, FeedbackTables, MembershipTables):
+class Store(DeliveryTables, DeadLetterTables, ShadowTables, FeedbackTables, MembershipTables, ReportTables):
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
