@@ -107,6 +107,9 @@ class Settings(BaseSettings):
 
     # Brain
     planner: Literal["rules", "llm", "auto"] = "rules"
+    # Threads that classify, encode and draft (bot/runtime.py): one per core is enough; the
+    # encoder's own threads do the rest.
+    brain_workers: int = Field(default=2, ge=1)
     clarify_threshold: float = 0.55
     # Use the KB's sentence encoder in the intent classifier (lexical only when False).
     intent_semantic: bool = True

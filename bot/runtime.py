@@ -8,6 +8,7 @@ mail bridge, the CLI) are given a runtime; they never build these pieces themsel
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,11 +53,11 @@ def intent_classifier(settings: Settings):
     return IntentClassifier.default(encoder, cache_dir=settings.cache_path)
 
 
-def build_planner(settings: Settings, registry: ToolRegistry) -> Planner:
+def build_planner(settings: Settings, registry: ToolRegistry, brain: Executor | None = None) -> Planner:
     from bot.brain.rules import RulesPlanner
 
     rules = RulesPlanner(intent_classifier(settings), clarify_threshold=settings.clarify_threshold,
-                         kb_floor=settings.kb_relevance_floor)
+                         kb_floor=settings.kb_relevance_floor, brain=brain)
     if settings.planner == "rules":
         return rules
     from bot.brain.llm import build_llm_planner  # only imported when asked for
@@ -213,7 +214,11 @@ async def open_runtime(settings: Settings | None = None, *, planner: Planner | N
         # A planner built here is closed here (the LLM planner's HTTP client); one passed in
         # belongs to the caller.
         if planner is None:
-            planner = build_planner(settings, registry)
+            # Classifying, encoding and drafting run on these threads, never on the event loop,
+            # so acks and other turns do not wait on the encoder; bounded, so a burst of
+            # messages queues here instead of starting a thread each.
+            brain = resources.enter_context(ThreadPoolExecutor(settings.brain_workers, "deskhand-brain"))
+            planner = build_planner(settings, registry, brain)
             if hasattr(planner, "aclose"):
                 resources.push_async_callback(planner.aclose)
         rt = Runtime(settings=settings, store=store, registry=registry, executor=executor,

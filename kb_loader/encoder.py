@@ -22,6 +22,8 @@ import numpy as np
 import structlog
 from tokenizers import Tokenizer
 
+from kb_loader.query_cache import QUERY_TEXTS, QueryCache
+
 if TYPE_CHECKING:
     from bot.config import Settings
 
@@ -166,6 +168,7 @@ class BertEncoder:
     def __init__(self, folder: Path, *, name: str | None = None, batch_tokens: int = 4096):
         from safetensors.numpy import load_file
 
+        self.queries = QueryCache()
         folder = Path(folder)
         for required in ("config.json", "model.safetensors", "tokenizer.json"):
             if not (folder / required).is_file():
@@ -268,6 +271,13 @@ class BertEncoder:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
+        # A query (a few texts, not indexing) may have been encoded for another part of this
+        # turn already: kb_loader/query_cache.py.
+        if not bulk and 0 < len(texts) <= QUERY_TEXTS:
+            return self.queries.encode(list(texts), self._encode)
+        return self._encode(texts, bulk=bulk)
+
+    def _encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
         # `bulk` changes nothing here: numpy's BLAS threads are process-wide (limit_blas_threads).
         if not texts:
             return np.zeros((0, self.hidden), dtype=np.float32)

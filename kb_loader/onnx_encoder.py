@@ -34,6 +34,7 @@ from kb_loader.encoder import (
     _normalise,
     length_batches,
 )
+from kb_loader.query_cache import QUERY_TEXTS, QueryCache
 
 #: Bump when the graph below changes, so that cached files of the old graph are not reused.
 GRAPH_VERSION = 1
@@ -286,6 +287,7 @@ class OnnxBertEncoder:
                  name: str | None = None, batch_tokens: int = 4096):
         import onnxruntime  # noqa: F401  (fail here, before building, if it is missing)
 
+        self.queries = QueryCache()
         folder = Path(folder)
         self.folder = folder
         self.variant = variant
@@ -335,6 +337,13 @@ class OnnxBertEncoder:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
+        # A query (a few texts, not indexing) may have been encoded for another part of this
+        # turn already: kb_loader/query_cache.py.
+        if not bulk and 0 < len(texts) <= QUERY_TEXTS:
+            return self.queries.encode(list(texts), self._encode)
+        return self._encode(texts, bulk=bulk)
+
+    def _encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.hidden), dtype=np.float32)
         session = self._bulk() if bulk else self._session

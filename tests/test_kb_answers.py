@@ -199,3 +199,12 @@ async def test_deskhand_run_answers_an_unsure_kb_question_with_the_cited_fact(em
     shown = call.params["text"] + str(call.params.get("blocks", ""))
     assert "American Express" in call.params["text"] and "Could you tell me a bit more" not in shown
     assert "Payment methods" in shown  # the citation: the article's title
+
+
+async def test_a_message_is_encoded_once_for_the_classifier_the_search_and_the_drafter(rt):
+    encoder = rt.orchestrator.planner.classifier.encoder
+    await ask(rt, "Do you take American Express?", "s-once-warm")  # the passages' vectors, once
+    before = encoder.queries.computed
+    outcome = await ask(rt, "do you take american express", "s-once")
+    assert [r.tool for r in outcome.results] == ["search_kb"] and outcome.citations
+    assert encoder.queries.computed - before == 1

@@ -4,7 +4,10 @@ the tenant's intent → plan mapping. Multi-turn through the case state: a quest
 
 from __future__ import annotations
 
+import asyncio
 import re
+from concurrent.futures import Executor
+from functools import partial
 
 from bot.brain import policy
 from bot.brain.base import PlanContext
@@ -30,18 +33,27 @@ class RulesPlanner:
     name = "rules"
 
     def __init__(self, classifier: IntentClassifier | None = None, clarify_threshold: float = 0.55,
-                 kb_floor: float = 0.3):
+                 kb_floor: float = 0.3, brain: Executor | None = None):
         self.classifier = classifier or IntentClassifier.default()
         self.clarify_threshold = clarify_threshold
         self.kb_floor = kb_floor
+        # Where planning and drafting run (the runtime's bounded "deskhand-brain" threads):
+        # both may encode text. None: on the caller's thread.
+        self.brain = brain
 
     async def draft(self, plan: BrainPlan, results: list[ToolResult], context: PlanContext) -> Draft:
         """The template reply, its help-centre passages scored with the classifier's encoder
         (the KB's own) when it has one."""
-        return compose(plan, results, kb_floor=self.kb_floor, encoder=self.classifier.encoder)
+        return await self._on_brain(partial(compose, plan, results, kb_floor=self.kb_floor,
+                                            encoder=self.classifier.encoder))
 
     async def plan(self, context: PlanContext) -> BrainPlan:
-        return self.plan_sync(context)
+        return await self._on_brain(partial(self.plan_sync, context))
+
+    async def _on_brain(self, work):
+        if self.brain is None:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self.brain, work)
 
     def plan_sync(self, context: PlanContext) -> BrainPlan:
         text = context.text
