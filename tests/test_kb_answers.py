@@ -208,3 +208,15 @@ async def test_a_message_is_encoded_once_for_the_classifier_the_search_and_the_d
     outcome = await ask(rt, "do you take american express", "s-once")
     assert [r.tool for r in outcome.results] == ["search_kb"] and outcome.citations
     assert encoder.queries.computed - before == 1
+
+
+async def test_the_help_centre_search_is_not_rate_limited_like_a_remote_backend(rt):
+    # The KB is local: a busy tenant's questions (or the nightly eval, run back to back) must
+    # not hit the 20/s limit that protects a shop's API.
+    from bot.contracts import PlanStep
+
+    ctx = rt.hand_context(tenant_id=rt.settings.default_tenant, session_id="s-rate", user_id="U_TEST",
+                          channel="cli", correlation_id="rate")
+    results = [await rt.executor.run(PlanStep(tool="search_kb", args={"query": f"refund question {i}"}), ctx)
+               for i in range(60)]
+    assert [r.error_kind for r in results if not r.ok] == []

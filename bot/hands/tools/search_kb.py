@@ -12,6 +12,9 @@ from bot.hands.errors import KBIndexing, KBUnavailable
 from bot.hands.registry import hand
 
 
+KB_RATE_PER_S = 1000.0
+
+
 class SearchKbArgs(BaseModel):
     query: str = Field(min_length=1, max_length=2000)
     top_k: int = Field(default=3, ge=1, le=3)
@@ -29,7 +32,9 @@ class KbResults(BaseModel):
     hits: list[KbHit]
 
 
-@hand(side_effect="read", scopes=("kb:read",), cache_ttl_s=30.0, system="kb")
+# The KB is local (Chroma and BM25 in this process): no remote quota to protect, so its rate
+# limit is far above the default for backends; the brain threads and the CPU bound it.
+@hand(side_effect="read", scopes=("kb:read",), cache_ttl_s=30.0, system="kb", rate_per_s=KB_RATE_PER_S)
 async def search_kb(ctx: HandContext, args: SearchKbArgs) -> KbResults:
     """Search the help centre and return up to 3 passages with their citations."""
     kb = ctx.kb
