@@ -86,6 +86,21 @@ def length_batches(lengths: np.ndarray, batch_tokens: int):
         start = end
 
 
+def padded_batches(tokenizer: Tokenizer, texts: list[str], batch_tokens: int):
+    """Yield (row indices, input ids, attention mask) for `texts`, batched by `length_batches`
+    and each batch zero-padded to its longest row: what both local encoders feed their model."""
+    encodings = tokenizer.encode_batch(list(texts))
+    lengths = np.array([len(e.ids) for e in encodings])
+    for batch in length_batches(lengths, batch_tokens):
+        width = int(lengths[batch].max())
+        ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.float32)
+        for row, j in enumerate(batch):
+            ids[row, : lengths[j]] = encodings[j].ids
+            mask[row, : lengths[j]] = 1.0
+        yield batch, ids, mask
+
+
 # --- exact GELU ---------------------------------------------------------------------------
 # numpy has no erf, and GELU is a large share of the forward pass, so it must be fast and
 # exact. GELU(x) = x * Phi(x) is smooth; we tabulate it with math.erf at every float32 whose
@@ -281,17 +296,8 @@ class BertEncoder:
         # `bulk` changes nothing here: numpy's BLAS threads are process-wide (limit_blas_threads).
         if not texts:
             return np.zeros((0, self.hidden), dtype=np.float32)
-        encodings = self._encode_tok.encode_batch(list(texts))
-        lengths = np.array([len(e.ids) for e in encodings])
         out = np.empty((len(texts), self.hidden), dtype=np.float32)
-        for batch in length_batches(lengths, self.batch_tokens):
-            width = int(lengths[batch].max())
-            ids = np.zeros((len(batch), width), dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.float32)
-            for row, j in enumerate(batch):
-                n = lengths[j]
-                ids[row, :n] = encodings[j].ids
-                mask[row, :n] = 1.0
+        for batch, ids, mask in padded_batches(self._encode_tok, texts, self.batch_tokens):
             out[batch] = self._forward(ids, mask)
         return _normalise(out)
 

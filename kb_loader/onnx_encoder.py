@@ -32,7 +32,7 @@ from kb_loader.encoder import (
     _counting_tokenizer,
     _folder_name,
     _normalise,
-    length_batches,
+    padded_batches,
 )
 from kb_loader.query_cache import QUERY_TEXTS, QueryCache
 
@@ -347,16 +347,8 @@ class OnnxBertEncoder:
         if not texts:
             return np.zeros((0, self.hidden), dtype=np.float32)
         session = self._bulk() if bulk else self._session
-        encodings = self._encode_tok.encode_batch(list(texts))
-        lengths = np.array([len(e.ids) for e in encodings])
         out = np.empty((len(texts), self.hidden), dtype=np.float32)
-        for batch in length_batches(lengths, self.batch_tokens):
-            width = int(lengths[batch].max())
-            ids = np.zeros((len(batch), width), dtype=np.int64)
-            mask = np.zeros((len(batch), width), dtype=np.float32)
-            for row, j in enumerate(batch):
-                ids[row, : lengths[j]] = encodings[j].ids
-                mask[row, : lengths[j]] = 1.0
+        for batch, ids, mask in padded_batches(self._encode_tok, texts, self.batch_tokens):
             out[batch] = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         # The graph normalises already; again here so rounding never leaves a norm off 1.
         return _normalise(out)

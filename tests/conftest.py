@@ -85,3 +85,20 @@ def postgres_server():
 def pg_url(postgres_server) -> str:
     """The URL of an empty PostgreSQL database of this test's own."""
     return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_store(request, tmp_path):
+    """The store's async interface on each backend: SQLite in tmp_path, then a fresh
+    PostgreSQL database (skipped, saying why, where PostgreSQL is missing)."""
+    from bot.store import AsyncStore, Store
+
+    if request.param == "sqlite":
+        sqlite = AsyncStore(Store(tmp_path / "d.db"))
+        yield sqlite
+        sqlite.close()
+        return
+    from bot.store.postgres import PgStore
+
+    async with PgStore(request.getfixturevalue("pg_url")) as pg:
+        yield pg

@@ -20,17 +20,9 @@ INBOX_KEYS = ["id", "tenant_id", "channel", "session_id", "user_id", "envelope",
               "received_at", "updated_at", "correlation_id", "outcome", "error", "flags", "raw_path"]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        sqlite = AsyncStore(Store(tmp_path / "d.db"))
-        yield sqlite
-        sqlite.close()
-        return
-    from bot.store.postgres import PgStore
-
-    async with PgStore(request.getfixturevalue("pg_url")) as pg:
-        yield pg
+@pytest.fixture
+def store(any_store):  # tests/conftest.py: SQLite, then PostgreSQL
+    return any_store
 
 
 def envelope(text: str = "where is A-1042?", session: str = "cli:s1", user: str = "U1",

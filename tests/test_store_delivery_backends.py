@@ -10,21 +10,12 @@ import pytest
 
 from bot.contracts import Channel, MessageEnvelope
 from bot.slack_ids import placeholder_key
-from bot.store import AsyncStore, Store
 from bot.store.dead_letters import DEAD, DROPPED, RETRIED
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        sqlite = AsyncStore(Store(tmp_path / "d.db"))
-        yield sqlite
-        sqlite.close()
-        return
-    from bot.store.postgres import PgStore
-
-    async with PgStore(request.getfixturevalue("pg_url")) as pg:
-        yield pg
+@pytest.fixture
+def store(any_store):  # tests/conftest.py: SQLite, then PostgreSQL
+    return any_store
 
 
 def envelope(text: str = "where is A-1042?", session: str = "cli:s1", **fields) -> MessageEnvelope:
