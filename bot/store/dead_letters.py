@@ -8,7 +8,7 @@
   named `outbox:<id>` to the DLQ. A retry puts it back `pending`, attempts reset; a drop
   makes it `dropped`.
 
-A mixin of `Store` (bot/store.py): it uses the store's connection (`self.db`) and `_row`.
+A mixin of `Store` (bot/store/sqlite.py): it uses the store's connection (`self.db`) and `_row`.
 Rows are never deleted, and each decision is in the audit log, so the trail stays whole.
 """
 

@@ -1,7 +1,7 @@
 """The store's tables for what leaves Deskhand: the outbox (every surface's deliveries that
 can fail), email threading keys, and the Slack threads mirroring email conversations.
 
-A mixin of `Store` (bot/store.py): it uses the store's connection (`self.db`) and `_row`.
+A mixin of `Store` (bot/store/sqlite.py): it uses the store's connection (`self.db`) and `_row`.
 """
 
 from __future__ import annotations

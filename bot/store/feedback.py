@@ -1,6 +1,6 @@
 """The store's feedback table: 👍/👎 on answers, and what went wrong with a 👎 (bot/feedback.py).
 
-A mixin of `Store` (bot/store.py), using its connection (`self.db`). `Store.add_feedback`
+A mixin of `Store` (bot/store/sqlite.py), using its connection (`self.db`). `Store.add_feedback`
 records the click; the reasons and comment from the 👎 modal are added to that row here,
 masked like every stored text (bot/redact.py).
 """

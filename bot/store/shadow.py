@@ -1,6 +1,6 @@
 """The store's shadow table: what a shadow turn would have done and said (bot/shadow.py).
 
-A mixin of `Store` (bot/store.py), using its connection (`self.db`) and `_row`. The would-be
+A mixin of `Store` (bot/store/sqlite.py), using its connection (`self.db`) and `_row`. The would-be
 actions are read back from the turn's own `tool_calls` rows (the executor records every call,
 shadow or not), so the failure ticket of a failed or dead-lettered turn is listed too.
 """
