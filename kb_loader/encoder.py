@@ -51,6 +51,8 @@ class Encoder(Protocol):
         """Return an (n, dim) float32 array of L2-normalised vectors, in input order.
 
         `bulk=True` says the call is indexing, not a query: an encoder may then use every core.
+        One that keeps something for it may also have `release_bulk()`, which the knowledge
+        base calls when a reload is done.
         """
         ...
 

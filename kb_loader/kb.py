@@ -244,8 +244,14 @@ class KnowledgeBase:
         to_embed = [c for c in to_add if c.id not in vectors]
         texts = [t for c in to_embed for t in c.passage_texts()]
         progress("embed", 0, len(texts))
-        encoded = BulkEmbedder(encoder, self.bulk_workers).embed(
-            texts, lambda done, total: progress("embed", done, total))
+        try:
+            encoded = BulkEmbedder(encoder, self.bulk_workers).embed(
+                texts, lambda done, total: progress("embed", done, total))
+        finally:
+            # Between reloads only queries run: an encoder that keeps something for bulk work
+            # (the onnx one's all-core session) lets it go.
+            if (release := getattr(encoder, "release_bulk", None)) is not None:
+                release()
         at = 0
         for c in to_embed:
             vectors[c.id] = encoded[at : at + len(c.passages)]

@@ -152,3 +152,17 @@ def test_falls_back_to_numpy_when_onnx_is_not_installed(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "BertEncoder all-MiniLM-L6-v2 (1, 384)"
     assert "encoder_runtime_unavailable" in done.stdout + done.stderr and "ImportError" in done.stdout + done.stderr
     assert not list((tmp_path / "cache").rglob("*.onnx"))
+
+
+async def test_a_reload_lets_the_all_core_session_go_and_the_next_one_opens_it_again(tmp_path):
+    from bot.config import load_settings
+    from bot.runtime import open_runtime
+
+    async with open_runtime(load_settings(home=tmp_path / "home")) as rt:
+        await rt.ensure_kb(rt.settings.default_tenant)
+        encoder = rt.kb.encoder
+        assert isinstance(encoder, OnnxBertEncoder)
+        assert encoder._bulk_session is None  # ~125 MB that queries never use
+        report = rt.kb.reload("T_OTHER", ROOT / "fixtures" / "kb")  # a second tenant: embedded afresh
+        assert report.chunks > 0 and encoder._bulk_session is None
+        assert rt.kb.search("T_OTHER", "how long do refunds take", "cli", 3)
