@@ -22,7 +22,7 @@ import numpy as np
 import structlog
 from tokenizers import Tokenizer
 
-from kb_loader.query_cache import QUERY_TEXTS, QueryCache
+from kb_loader.query_cache import QueryCache
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -288,11 +288,8 @@ class BertEncoder:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
-        # A query (a few texts, not indexing) may have been encoded for another part of this
-        # turn already: kb_loader/query_cache.py.
-        if not bulk and 0 < len(texts) <= QUERY_TEXTS:
-            return self.queries.encode(list(texts), self._encode)
-        return self._encode(texts, bulk=bulk)
+        # A query may have been encoded for another part of this turn already.
+        return self.queries.encode(texts, self._encode, bulk=bulk)
 
     def _encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
         # `bulk` changes nothing here: numpy's BLAS threads are process-wide (limit_blas_threads).

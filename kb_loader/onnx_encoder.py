@@ -34,7 +34,7 @@ from kb_loader.encoder import (
     _normalise,
     padded_batches,
 )
-from kb_loader.query_cache import QUERY_TEXTS, QueryCache
+from kb_loader.query_cache import QueryCache
 
 #: Bump when the graph below changes, so that cached files of the old graph are not reused.
 GRAPH_VERSION = 1
@@ -343,11 +343,8 @@ class OnnxBertEncoder:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
-        # A query (a few texts, not indexing) may have been encoded for another part of this
-        # turn already: kb_loader/query_cache.py.
-        if not bulk and 0 < len(texts) <= QUERY_TEXTS:
-            return self.queries.encode(list(texts), self._encode)
-        return self._encode(texts, bulk=bulk)
+        # A query may have been encoded for another part of this turn already.
+        return self.queries.encode(texts, self._encode, bulk=bulk)
 
     def _encode(self, texts: list[str], *, bulk: bool = False) -> np.ndarray:
         if not texts:

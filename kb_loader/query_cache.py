@@ -26,8 +26,12 @@ class QueryCache:
         self._lock = threading.Lock()
         self.computed = 0  # texts actually encoded through the cache (for tests and benchmarks)
 
-    def encode(self, texts: list[str], compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
-        """The vectors of `texts`, computing only those not seen recently, in one call."""
+    def encode(self, texts: list[str], compute: Callable[..., np.ndarray], *, bulk: bool = False) -> np.ndarray:
+        """The vectors of `texts`, computing only those not seen recently, in one call; a bulk
+        call or a batch of more than QUERY_TEXTS goes straight to `compute`."""
+        if bulk or not 0 < len(texts) <= QUERY_TEXTS:
+            return compute(texts, bulk=bulk)
+        texts = list(texts)
         with self._lock:
             found = {t: self._vectors[t] for t in texts if t in self._vectors}
             for text in found:
